@@ -1,0 +1,42 @@
+# Segflow: `make test` and `make run` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test unit integration flows lint run clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Segflow with its dev tools
+
+test: $(STAMP) ## unit + integration tests (embedded broker and Postgres started by the tests)
+	$(BIN)/pytest tests
+
+unit: $(STAMP) ## unit tests only
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## integration tests only
+	$(BIN)/pytest tests/integration
+
+flows: $(STAMP) ## run the catalog test files (ours and the peer suite) with `segflow test`
+	sed 's#examples/segment/#segment/#' ../shared/peer-tests/estuary-segmentation-tests.flow.yaml > $(VENV)/peer-tests.flow.yaml
+	$(BIN)/segflow test tests/flows/*.flow.yaml $(VENV)/peer-tests.flow.yaml
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+run: $(STAMP) ## the whole pipeline on embedded defaults, with demo traffic (Ctrl-C stops)
+	$(BIN)/segflow dev
+
+clean: ## remove the virtual environment and local data
+	rm -rf $(VENV) .segflow

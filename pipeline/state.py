@@ -1,0 +1,153 @@
+"""Local state of one shuffle partition: RocksDB through rocksdict, mirrored to a changelog.
+
+The changelog partition holds every state change as a record keyed like the local key, and after
+each batch a commit marker carrying the next input offset. Commit order of a batch:
+
+1. derived documents are produced to their topics and acknowledged;
+2. the batch's state changes are produced to the changelog, then the marker; acknowledged;
+3. the changes, the marker's changelog position and the input position are written locally in
+   one RocksDB write batch;
+4. (the consumer offset is committed, for lag figures only: the marker is authoritative).
+
+A crash between 1 and 3 replays the batch from the previous marker: the same documents are
+produced again (same keys, same content) and no state is applied twice. Changelog records after
+the last marker are a torn batch: a restoring owner rolls them back by writing the committed
+values again, followed by a marker, so every later reader sees committed state only.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+from pipeline.errors import BrokerStateLost
+from pipeline.topics import OffsetBeyondEnd, read_to_end
+
+log = logging.getLogger(__name__)
+
+META = b"\x00meta"
+MARKER = b"\x00commit"
+
+Changes = dict[bytes, bytes | None]
+
+
+class PartitionState:
+    """RocksDB for one partition, with the changelog and input positions it reflects."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+        meta = self.db.get(META)
+        position = orjson.loads(meta) if meta else {"changelog": 0, "input": 0}
+        self.changelog_next: int = position["changelog"]
+        self.input_next: int = position["input"]
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values: list[bytes | None] = self.db.get(keys)  # type: ignore[arg-type,assignment]
+        return values
+
+    def apply(
+        self, changes: Mapping[bytes, bytes | None], changelog_next: int, input_next: int
+    ) -> None:
+        """Write changes and positions atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(META, orjson.dumps({"changelog": changelog_next, "input": input_next}))
+        self.db.write(batch)
+        self.changelog_next = changelog_next
+        self.input_next = input_next
+
+    def close(self) -> None:
+        self.db.close()
+
+    def wipe(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def marker(input_next: int) -> bytes:
+    return orjson.dumps({"input": input_next})
+
+
+async def write_changelog(
+    producer: AIOKafkaProducer,
+    tp: TopicPartition,
+    changes: Mapping[bytes, bytes | None],
+    input_next: int,
+) -> int:
+    """Produce a batch's changes and its marker; returns the changelog offset after the marker."""
+    for key, value in changes.items():
+        await producer.send(tp.topic, value, key=key, partition=tp.partition)
+    meta = await (
+        await producer.send(tp.topic, marker(input_next), key=MARKER, partition=tp.partition)
+    )
+    offset: int = meta.offset
+    return offset + 1
+
+
+async def restore(
+    bootstrap: str,
+    producer: AIOKafkaProducer,
+    changelog_topic: str,
+    states: dict[int, PartitionState],
+) -> None:
+    """Bring each partition's local state up to its changelog's last marker.
+
+    Raises BrokerStateLost when the changelog is shorter than what the local state was built
+    from: the broker lost data (the embedded broker keeps nothing across its restarts).
+    """
+    starts = {TopicPartition(changelog_topic, p): s.changelog_next for p, s in states.items()}
+    torn: dict[int, Changes] = {p: {} for p in states}
+    applied = 0
+    try:
+        async for records in read_to_end(bootstrap, starts):
+            for record in records:
+                p = record.partition
+                if record.key == MARKER:
+                    state = states[p]
+                    state.apply(torn[p], record.offset + 1, orjson.loads(record.value)["input"])
+                    applied += len(torn[p])
+                    torn[p] = {}
+                else:
+                    torn[p][record.key] = record.value
+    except OffsetBeyondEnd as exc:
+        state = states[exc.tp.partition]
+        raise BrokerStateLost(
+            f"changelog {exc.tp.topic}[{exc.tp.partition}] ends before offset {exc.offset}, "
+            f"which the local state in {state.path} was built from: the broker lost its data "
+            "(the embedded broker keeps nothing across restarts). Delete that directory, or set "
+            "SEGFLOW_ON_STATE_LOST=rebuild, to rebuild from what the broker has now."
+        ) from exc
+    for p, changes in torn.items():
+        if not changes:
+            continue
+        state = states[p]
+        rollback = dict(zip(changes, state.get_many(list(changes)), strict=True))
+        tp = TopicPartition(changelog_topic, p)
+        after = await write_changelog(producer, tp, rollback, state.input_next)
+        state.apply({}, after, state.input_next)
+        log.warning(
+            "%s[%d]: rolled back %d change(s) of a batch that did not commit",
+            changelog_topic,
+            p,
+            len(changes),
+        )
+    if applied:
+        log.info("%s: restored %d change(s) from the changelog", changelog_topic, applied)

@@ -1,0 +1,160 @@
+"""Topic names, topic creation, and reading a partition to its true end.
+
+Reading "to the end" never trusts ListOffsets(latest): the embedded broker answers it with the
+base offset of the last record batch plus one. We fetch until a fetch brings nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.catalog import Catalog
+from pipeline.errors import SegflowError
+
+log = logging.getLogger(__name__)
+
+# Tansu needs explicit retention to keep data; real Kafka uses its defaults otherwise.
+TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+CHANGELOG_CONFIG = {**TOPIC_CONFIG, "cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every topic and group name of one pipeline namespace."""
+
+    prefix: str = ""
+
+    def collection(self, name: str) -> str:
+        return self.prefix + name.replace("/", ".")
+
+    def dead_letter(self, name: str) -> str:
+        return self.collection(name) + ".dead-letter"
+
+    def shuffle(self, source: str) -> str:
+        return f"{self.prefix}segflow.{source.replace('/', '.')}.shuffle"
+
+    def changelog(self, source: str) -> str:
+        return f"{self.prefix}segflow.{source.replace('/', '.')}.changelog"
+
+    def group(self, role: str) -> str:
+        return f"{self.prefix}segflow.{role}"
+
+
+def pipeline_topics(catalog: Catalog, names: Names) -> dict[str, tuple[int, dict[str, str]]]:
+    """Topic name -> (partitions, config) for everything the catalog's pipeline uses."""
+    topics: dict[str, tuple[int, dict[str, str]]] = {}
+    for spec in catalog.collections.values():
+        topics[names.collection(spec.name)] = (spec.partitions, TOPIC_CONFIG)
+        topics[names.dead_letter(spec.name)] = (1, TOPIC_CONFIG)
+    for source in {d.source for d in catalog.derivations.values()}:
+        partitions = catalog.collections[source].partitions
+        topics[names.shuffle(source)] = (partitions, TOPIC_CONFIG)
+        topics[names.changelog(source)] = (partitions, CHANGELOG_CONFIG)
+    return topics
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]]) -> None:
+    """Create the topics that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs=config)
+            for name, (partitions, config) in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile elsewhere
+                await admin.create_topics(missing)
+            log.info("created %d topic(s)", len(missing))
+    finally:
+        await admin.close()
+
+
+class OffsetBeyondEnd(Exception):
+    """A partition does not reach an offset we had read up to before."""
+
+    def __init__(self, tp: TopicPartition, offset: int) -> None:
+        self.tp = tp
+        self.offset = offset
+        super().__init__(f"{tp.topic}[{tp.partition}] does not reach offset {offset}")
+
+
+async def read_to_end(
+    bootstrap: str,
+    starts: dict[TopicPartition, int],
+    *,
+    quiet_ms: int = 150,
+    max_records: int = 50000,
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Yield batches of records from each partition's start offset up to its true end.
+
+    A partition is done when a fetch brings nothing more and we stand at the high watermark
+    that fetch responses report. Raises OffsetBeyondEnd when a start lies past the end.
+    """
+    if not starts:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="none",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_wait_ms=quiet_ms,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(starts))
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        pending = set(starts)
+        empty_rounds = 0
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=quiet_ms, max_records=max_records)
+            records = [r for tp_records in batch.values() for r in tp_records]
+            if records:
+                yield records
+            empty_rounds = 0 if records else empty_rounds + 1
+            for tp in list(pending):
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                if high < starts[tp]:
+                    raise OffsetBeyondEnd(tp, starts[tp])
+                if not batch.get(tp) and await consumer.position(tp) >= high:
+                    pending.discard(tp)
+            if empty_rounds > 50:
+                raise SegflowError(f"no fetch response for {sorted(map(str, pending))}")
+    finally:
+        await consumer.stop()
+
+
+async def produce_all(sends: Iterable[asyncio.Future[object]]) -> list[object]:
+    """Wait for every send's acknowledgement."""
+    return list(await asyncio.gather(*sends))
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), so producers keyed the same way agree with us."""
+    from aiokafka.partitioner import murmur2
+
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+__all__: Sequence[str] = (
+    "Names",
+    "OffsetBeyondEnd",
+    "ensure_topics",
+    "partition_for",
+    "pipeline_topics",
+    "read_to_end",
+)

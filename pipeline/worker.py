@@ -312,6 +312,7 @@ class Worker:
                     tp = TopicPartition(topic, p)
                     states[p] = self.states[tp] = PartitionState(self._state_dir(tp))
                 await restore(self.bootstrap, self.producer, changelog, states)
+        log.info("derive: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
         for tp in assigned:
             consumer.seek(tp, self.states[tp].input_next)
             self.progress.derived[tp] = self.states[tp].input_next

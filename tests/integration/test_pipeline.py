@@ -167,3 +167,28 @@ async def test_worker_stops_when_broker_lost_its_data(
         assert "SEGFLOW_ON_STATE_LOST=rebuild" in message
     finally:
         fresh.stop()
+
+
+async def test_two_workers_share_the_work_and_survive_losing_one(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    events = generate(8000, seed=31)
+    first = namespace.worker(tmp_path / "a.log", SEGFLOW_DATA_DIR=str(tmp_path / "a"))
+    second = namespace.worker(tmp_path / "b.log", SEGFLOW_DATA_DIR=str(tmp_path / "b"))
+    try:
+        await namespace.produce("segment/events", events[:4000], partition_of=by_user)
+        for _ in range(200):  # until the second worker owns partitions
+            if (tmp_path / "b" / "state").exists():
+                break
+            await asyncio.sleep(0.1)
+        assert (tmp_path / "b" / "state").exists(), (tmp_path / "b.log").read_text()
+        await asyncio.sleep(0.5)
+        second.kill()  # its partitions move to the first worker, restored from the changelog
+        second.wait(10)
+        await namespace.produce("segment/events", events[4000:], partition_of=by_user)
+        await namespace.processed()
+    finally:
+        stop(first)
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert "Traceback" not in logs, logs[-3000:]
+    assert_equal_state(await derived_state(namespace), reference(events))

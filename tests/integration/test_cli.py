@@ -1,0 +1,136 @@
+"""The `segflow` command as users run it: test files, catalog check, read."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.fixtures.events import generate, reference
+from tests.fixtures.stack import ROOT, Namespace
+
+pytestmark = pytest.mark.integration
+
+PEER = ROOT / "tests" / "peer" / "estuary-segmentation-tests.flow.yaml"
+
+
+def segflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def peer_suite(tmp_path: Path) -> Path:
+    """The peer suite with Flow's collection names mapped to ours, and nothing else changed."""
+    mapped = tmp_path / "peer.flow.yaml"
+    mapped.write_text(PEER.read_text().replace("examples/segment/", "segment/"))
+    return mapped
+
+
+def test_peer_suite_and_own_test_files_pass_on_the_embedded_broker(peer_suite: Path) -> None:
+    flows = sorted(str(p) for p in (ROOT / "tests" / "flows").glob("*.flow.yaml"))
+    result = segflow("test", str(peer_suite), *flows)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith(f"{3 + 5} passed, 0 failed"), result.stdout
+
+
+def test_wrong_expectation_fails_with_a_diff(peer_suite: Path, namespace: Namespace) -> None:
+    text = peer_suite.read_text()
+    # Change a user name in a verify block, as Flow's demo suggests.
+    wrong = text.replace(
+        "            user: carly\n            last: *ts3",
+        "            user: karly\n            last: *ts3",
+    )
+    assert wrong != text
+    peer_suite.write_text(wrong)
+    result = segflow("test", str(peer_suite), env=namespace.env())
+    assert result.returncode == 1
+    out = result.stdout
+    assert "FAIL" in out and "Segment membership updates with segmentation events" in out
+    assert 'document 2: /user: expected "karly", got "carly"' in out
+    assert '"user":"carly"' in out  # the actual documents are shown
+    assert out.strip().endswith("2 passed, 1 failed")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("tests:\n  a: [\n", "not valid YAML"),
+        (
+            "tests:\n  'bad uuid':\n    - ingest:\n        collection: segment/events\n"
+            "        documents: [{event: nope, timestamp: '2021-01-01T00:00:00Z', user: u,"
+            " segment: {vendor: 1, name: s}}]\n",
+            "test 'bad uuid', step 1 (ingest segment/events), document 0: /event: 'nope' is not a 'uuid'",
+        ),
+        (
+            "tests:\n  'typo':\n    - verify:\n        collection: segment/memberhsips\n"
+            "        documents: []\n",
+            "test 'typo', step 1 (verify): unknown collection 'segment/memberhsips'",
+        ),
+    ],
+    ids=["yaml", "format", "collection"],
+)
+def test_malformed_test_file_is_named_with_its_test_and_step(
+    tmp_path: Path, namespace: Namespace, content: str, expected: str
+) -> None:
+    path = tmp_path / "broken.flow.yaml"
+    path.write_text(content)
+    result = segflow("test", str(path), env=namespace.env())
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert expected in result.stderr, result.stderr
+
+
+def test_catalog_check(tmp_path: Path) -> None:
+    ok = segflow("catalog", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "catalog ok: 4 collections, 3 derivations" in ok.stdout
+    broken = tmp_path / "catalog"
+    broken.mkdir()
+    text = (
+        (ROOT / "catalog" / "segment.yaml")
+        .read_text()
+        .replace("../schemas/", str(ROOT / "schemas") + "/")
+    )
+    text = text.replace(
+        "key: [/event]\n    partitions: ${SEGFLOW_PARTITIONS:-4}\n\nderivations",
+        "key: [/evnt]\n    partitions: 0\n\nderivations",
+    )
+    text = text.replace(
+        "transform: derivations.segment:Profiles", "transfrom: derivations.segment:Profiles"
+    )
+    (broken / "segment.yaml").write_text(text)
+    result = segflow("--catalog", str(broken), "catalog", "check")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "segflow: catalog has 4 problem(s):", result.stderr
+    assert any(
+        "/collections/segment~1toggles/key/0" in line and "did you mean '/event'?" in line
+        for line in lines
+    )
+    assert any("/collections/segment~1toggles/partitions" in line for line in lines)
+    assert any("transfrom" in line and "did you mean 'transform'" in line for line in lines)
+
+
+async def test_read_prints_current_documents(namespace: Namespace, tmp_path: Path) -> None:
+    events = generate(300, seed=9)
+    worker = namespace.worker(tmp_path / "worker.log")
+    try:
+        await namespace.produce("segment/events", events, partition_of=lambda d: 0)
+        await namespace.processed()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    result = segflow("read", "segment/memberships", env=namespace.env())
+    assert result.returncode == 0, result.stderr
+    docs = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert docs == reference(events)["segment/memberships"]

@@ -69,7 +69,8 @@ def test_wrong_expectation_fails_with_a_diff(peer_suite: Path, namespace: Namesp
             "tests:\n  'bad uuid':\n    - ingest:\n        collection: segment/events\n"
             "        documents: [{event: nope, timestamp: '2021-01-01T00:00:00Z', user: u,"
             " segment: {vendor: 1, name: s}}]\n",
-            "test 'bad uuid', step 1 (ingest segment/events), document 0: /event: 'nope' is not a 'uuid'",
+            "test 'bad uuid', step 1 (ingest segment/events), document 0: "
+            "/event: 'nope' is not a 'uuid'",
         ),
         (
             "tests:\n  'typo':\n    - verify:\n        collection: segment/memberhsips\n"

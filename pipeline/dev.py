@@ -28,8 +28,8 @@ def demo_event(rng: random.Random) -> dict[str, object]:
     event: dict[str, object] = {
         "event": str(uuid.UUID(int=rng.getrandbits(128))),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "user": f"usr-{rng.randint(0, 200):06x}",
-        "segment": {"vendor": vendor, "name": f"seg-{rng.randint(0, 5)}"},
+        "user": f"usr-{rng.randint(0, 40):06x}",
+        "segment": {"vendor": vendor, "name": f"seg-{rng.randint(0, 3)}"},
     }
     if rng.random() < 0.3:
         event["remove"] = True

@@ -114,7 +114,10 @@ class DerivationTask:
         """Run every derivation over `records` (one partition, offset order)."""
         result = BatchResult()
         registers: dict[bytes, Any] = {}
+        # Reduced documents: one per key per batch. Whole documents (no reducer): every one, in
+        # arrival order, even for a key seen twice (an event toggling again after the window).
         documents: dict[bytes, tuple[Output, bytes, Any]] = {}
+        published = result.documents
         seen: dict[bytes, int] = {}
         window = self.dedup_window_ms
         for record in records:
@@ -153,15 +156,17 @@ class DerivationTask:
                 output = derivation.output
                 for doc in derivation.publish(source, register, previous):
                     key = encode_key(output.key(doc))
+                    if output.reducer is None:
+                        published.append((output, key, orjson.dumps(doc)))
+                        continue
                     state_key = output.prefix + key
-                    if output.reducer is not None:
-                        current = documents.get(state_key)
-                        if current is None:
-                            stored = state.get(state_key)
-                            if stored is not None:
-                                doc = output.reducer(orjson.loads(stored), doc)
-                        else:
-                            doc = output.reducer(current[2], doc)
+                    current = documents.get(state_key)
+                    if current is None:
+                        stored = state.get(state_key)
+                        if stored is not None:
+                            doc = output.reducer(orjson.loads(stored), doc)
+                    else:
+                        doc = output.reducer(current[2], doc)
                     documents[state_key] = (output, key, doc)
         changes = result.changes
         for dedup_key, timestamp in seen.items():
@@ -170,7 +175,6 @@ class DerivationTask:
             changes[reg_key] = orjson.dumps(register)
         for state_key, (output, key, doc) in documents.items():
             value = orjson.dumps(doc)
-            if output.reducer is not None:
-                changes[state_key] = value
-            result.documents.append((output, key, value))
+            changes[state_key] = value
+            published.append((output, key, value))
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,10 @@ def load_yaml(path: Path) -> Any:
         return yaml.safe_load(f)
 
 
+@functools.lru_cache(maxsize=256)
 def _retrieve(uri: str) -> Resource[Any]:
+    # Registries are immutable: without the cache a validator re-reads a referenced file on
+    # every document it checks.
     if not uri.startswith("file://"):
         raise Unresolvable(uri)
     return Resource.from_contents(load_yaml(Path(uri.removeprefix("file://"))), DRAFT202012)

@@ -56,14 +56,17 @@ class Settings:
             value = env.get(f"SEGFLOW_{name}")
             return value if value else None
 
-        def integer(name: str, default: int) -> int:
+        def integer(name: str, default: int, minimum: int) -> int:
             raw = get(name)
             if raw is None:
                 return default
             try:
-                return int(raw)
+                value = int(raw)
             except ValueError:
-                raise SegflowError(f"SEGFLOW_{name}={raw!r}: expected an integer") from None
+                value = minimum - 1
+            if value < minimum:
+                raise SegflowError(f"SEGFLOW_{name}={raw!r}: expected an integer >= {minimum}")
+            return value
 
         on_lost = get("ON_STATE_LOST") or "stop"
         if on_lost not in ("stop", "rebuild"):
@@ -74,9 +77,9 @@ class Settings:
             data_dir=Path(get("DATA_DIR") or ".segflow"),
             catalog=Path(get("CATALOG") or "catalog"),
             topic_prefix=get("TOPIC_PREFIX") or "",
-            session_timeout_ms=integer("SESSION_TIMEOUT_MS", 8000),
-            batch_max_records=integer("BATCH_MAX_RECORDS", 20000),
-            linger_ms=integer("LINGER_MS", 5),
+            session_timeout_ms=integer("SESSION_TIMEOUT_MS", 8000, 1000),
+            batch_max_records=integer("BATCH_MAX_RECORDS", 20000, 1),
+            linger_ms=integer("LINGER_MS", 5, 0),
             on_state_lost=on_lost,
             webhook_url=get("WEBHOOK_URL"),
             webhook_secret=get("WEBHOOK_SECRET"),

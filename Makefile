@@ -27,7 +27,7 @@ integration: $(STAMP) ## integration tests only
 	$(BIN)/pytest tests/integration
 
 flows: $(STAMP) ## run the catalog test files (ours and the peer suite) with `segflow test`
-	sed 's#examples/segment/#segment/#' ../shared/peer-tests/estuary-segmentation-tests.flow.yaml > $(VENV)/peer-tests.flow.yaml
+	sed 's#examples/segment/#segment/#' tests/peer/estuary-segmentation-tests.flow.yaml > $(VENV)/peer-tests.flow.yaml
 	$(BIN)/segflow test tests/flows/*.flow.yaml $(VENV)/peer-tests.flow.yaml
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy

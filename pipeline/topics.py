@@ -6,10 +6,10 @@ base offset of the last record batch plus one. We fetch until a fetch brings not
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -137,24 +137,7 @@ async def read_to_end(
         await consumer.stop()
 
 
-async def produce_all(sends: Iterable[asyncio.Future[object]]) -> list[object]:
-    """Wait for every send's acknowledgement."""
-    return list(await asyncio.gather(*sends))
-
-
 def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), so producers keyed the same way agree with us."""
-    from aiokafka.partitioner import murmur2
-
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
-__all__: Sequence[str] = (
-    "Names",
-    "OffsetBeyondEnd",
-    "ensure_topics",
-    "partition_for",
-    "pipeline_topics",
-    "read_to_end",
-)
+    """The shuffle's partitioner. Only Segflow writes shuffle topics, so it need not be Kafka's
+    murmur2 (pure Python in aiokafka, and on the hot path); CRC-32 is in C."""
+    return zlib.crc32(key) % partitions

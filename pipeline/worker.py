@@ -106,7 +106,6 @@ class Worker:
         self.stopping = asyncio.Event()
         self.failure: Exception | None = None
         self.producer: AIOKafkaProducer | None = None
-        self.started_at = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +159,6 @@ class Worker:
             heartbeat_interval_ms=max(100, session // 4),
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=100,
-            isolation_level="read_uncommitted",
         )
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
@@ -193,7 +191,7 @@ class Worker:
     ) -> None:
         assert self.producer is not None
         sends: list[asyncio.Future[Any]] = []
-        shuffled: list[tuple[asyncio.Future[Any], TopicPartition]] = []
+        shuffled: list[asyncio.Future[Any]] = []
         for tp, records in batch.items():
             source = self.source_of_topic[tp.topic]
             task = self.tasks[source]
@@ -211,21 +209,20 @@ class Worker:
                     sends.append(await self._dead_letter(source, record, problems))
                     continue
                 key = encode_key(task.shuffle_key(doc))
-                p = partition_for(key, partitions)
                 fut = await self.producer.send(
                     shuffle_topic,
                     record.value,
                     key=key,
-                    partition=p,
+                    partition=partition_for(key, partitions),
                     timestamp_ms=record.timestamp,
                     headers=record.headers,
                 )
-                shuffled.append((fut, TopicPartition(shuffle_topic, p)))
+                shuffled.append(fut)
             self.stats.events_in += len(records)
         if self.stats.first_event_at is None and batch:
             self.stats.first_event_at = time.monotonic()
         await asyncio.gather(*sends)
-        for meta in await asyncio.gather(*(f for f, _ in shuffled)):
+        for meta in await asyncio.gather(*shuffled):
             tp = TopicPartition(meta.topic, meta.partition)
             self.progress.shuffle_acked[tp] = max(
                 self.progress.shuffle_acked.get(tp, 0), meta.offset + 1

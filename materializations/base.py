@@ -51,6 +51,9 @@ class Sink(ABC):
     async def flush(self) -> dict[TopicPartition, int]:
         """Make everything applied durable; return offsets now safe to commit."""
 
+    async def revoke(self, partitions: Sequence[TopicPartition]) -> None:  # noqa: B027
+        """Forget buffered work of partitions another worker now owns (it resumes them)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Called after the last flush."""
 

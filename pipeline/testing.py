@@ -191,7 +191,9 @@ class Runner:
         prefix = f"{self.settings.topic_prefix}test-{uuid.uuid4().hex[:10]}."
         data_dir = Path(tempfile.mkdtemp(prefix="segflow-test-"))
         settings = self.settings.with_(topic_prefix=prefix, data_dir=data_dir)
-        worker = Worker(settings, self.catalog, bootstrap=self.bootstrap, group=False)
+        worker = Worker(
+            settings, self.catalog, bootstrap=self.bootstrap, group=False, materialize=False
+        )
         await ensure_topics(self.bootstrap, pipeline_topics(self.catalog, Names(prefix)))
         running = asyncio.create_task(worker.run())
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1)

@@ -44,6 +44,10 @@ class Names:
     def changelog(self, source: str) -> str:
         return f"{self.prefix}segflow.{source.replace('/', '.')}.changelog"
 
+    def sink_dead_letter(self, materialization: str) -> str:
+        """Where a materialization parks what its endpoint permanently rejected."""
+        return f"{self.prefix}segflow.{materialization}.dead-letter"
+
     def group(self, role: str) -> str:
         return f"{self.prefix}segflow.{role}"
 
@@ -58,6 +62,8 @@ def pipeline_topics(catalog: Catalog, names: Names) -> dict[str, tuple[int, dict
         partitions = catalog.collections[source].partitions
         topics[names.shuffle(source)] = (partitions, TOPIC_CONFIG)
         topics[names.changelog(source)] = (partitions, CHANGELOG_CONFIG)
+    for m in catalog.materializations.values():
+        topics[names.sink_dead_letter(m.name)] = (1, TOPIC_CONFIG)
     return topics
 
 
@@ -78,6 +84,20 @@ async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, s
             log.info("created %d topic(s)", len(missing))
     finally:
         await admin.close()
+
+
+def group_consumer(bootstrap: str, group_id: str, session_timeout_ms: int) -> AIOKafkaConsumer:
+    """A consumer in `group_id` that commits explicitly, starting from the earliest offset."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(100, session_timeout_ms // 4),
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_wait_ms=100,
+    )
 
 
 class OffsetBeyondEnd(Exception):

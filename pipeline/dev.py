@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import random
 import signal
 import uuid
@@ -12,9 +14,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline.catalog import Catalog
-from pipeline.embedded import embedded_stack, wipe
-from pipeline.read import follow, partitions_of
+from pipeline.catalog import Catalog, load_catalog
+from pipeline.embedded import embedded_stack, free_port, wipe
 from pipeline.settings import Settings
 from pipeline.topics import Names
 from pipeline.worker import Worker
@@ -51,16 +52,9 @@ async def feed(bootstrap: str, topic: str, rate: float, stopping: asyncio.Event)
         await producer.stop()
 
 
-async def show_toggles(bootstrap: str, topic: str) -> None:
-    starts = {tp: 0 for tp in await partitions_of(bootstrap, topic)}
-    async for toggle in follow(starts, bootstrap):
-        seg = toggle["segment"]
-        what = "left" if toggle.get("remove") else "joined"
-        where = f"{seg['vendor']}/{seg['name']}"
-        print(f"toggle: {toggle['user']} {what} {where} at {toggle['timestamp']}", flush=True)
-
-
-async def _run(settings: Settings, catalog: Catalog, bootstrap: str, rate: float) -> None:
+async def _run(
+    settings: Settings, catalog: Catalog, bootstrap: str, rate: float, receiver_port: int | None
+) -> None:
     worker = Worker(settings, catalog, bootstrap=bootstrap)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -68,17 +62,14 @@ async def _run(settings: Settings, catalog: Catalog, bootstrap: str, rate: float
     names = Names(settings.topic_prefix)
     running = asyncio.create_task(worker.run())
     side: list[asyncio.Task[None]] = []
+    if receiver_port is not None:
+        from materializations.receiver import serve
+
+        side.append(asyncio.create_task(serve(receiver_port, settings.webhook_secret, 0)))
     await asyncio.sleep(0.5)  # let the worker create the topics
     if rate > 0:
-        side.append(
-            asyncio.create_task(
-                feed(bootstrap, names.collection("segment/events"), rate, worker.stopping)
-            )
-        )
-    if "segment/toggles" in catalog.collections:
-        side.append(
-            asyncio.create_task(show_toggles(bootstrap, names.collection("segment/toggles")))
-        )
+        topic = names.collection("segment/events")
+        side.append(asyncio.create_task(feed(bootstrap, topic, rate, worker.stopping)))
 
     async def stats() -> None:
         while True:
@@ -99,7 +90,7 @@ async def _run(settings: Settings, catalog: Catalog, bootstrap: str, rate: float
         await asyncio.gather(*side, return_exceptions=True)
 
 
-def run_dev(settings: Settings, catalog: Catalog, *, rate: float) -> int:
+def run_dev(settings: Settings, *, rate: float) -> int:
     """Start what is not configured, run everything until Ctrl-C, then stop it all."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,10 +104,24 @@ def run_dev(settings: Settings, catalog: Catalog, *, rate: float) -> int:
         bootstrap = broker.bootstrap if broker else settings.broker
         assert bootstrap
         dsn = postgres.dsn if postgres else settings.postgres
-        settings = settings.with_(broker=bootstrap, postgres=dsn)
+        receiver_port = None
+        url, secret = settings.webhook_url, settings.webhook_secret
+        if not url:  # the demo receiver, printing what it gets
+            receiver_port = free_port()
+            url = f"http://127.0.0.1:{receiver_port}/"
+            secret = secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        # The catalog reads these through ${...}; what was started here fills them in.
+        os.environ.update(
+            SEGFLOW_POSTGRES=dsn or "", SEGFLOW_WEBHOOK_URL=url, SEGFLOW_WEBHOOK_SECRET=secret or ""
+        )
+        catalog = load_catalog(settings.catalog)
+        settings = settings.with_(
+            broker=bootstrap, postgres=dsn, webhook_url=url, webhook_secret=secret
+        )
         print(
-            f"segflow dev: broker {bootstrap}, postgres {dsn}, data {data_dir}; Ctrl-C stops",
+            f"segflow dev: broker {bootstrap}, postgres {dsn}, webhooks to {url}, "
+            f"data {data_dir}; Ctrl-C stops",
             flush=True,
         )
-        asyncio.run(_run(settings, catalog, bootstrap, rate))
+        asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port))
     return 0

@@ -94,6 +94,7 @@ async def replay(bootstrap: str, catalog: Catalog, names: Names, name: str) -> i
     )
     await consumer.start()
     try:
+        consumer.assign([tp])  # only to commit progress; records are read by `letters`
         start = await consumer.committed(tp) or 0
         sent = 0
         if target.kind == "collection":

@@ -38,6 +38,7 @@ class Endpoint:
 
     port: int
     fail_every: int = 0  # answer 503 to every n-th request
+    reject: int = 0  # answer every request with this status
     delay: float = 0.0
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -52,6 +53,8 @@ class Endpoint:
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.reject:
+            return web.Response(status=self.reject, text="unknown segment")
         if self.fail_every and self.calls % self.fail_every == 0:
             return web.Response(status=503)
         self.requests.append((dict(request.headers), body))
@@ -295,3 +298,123 @@ async def test_failing_and_unreachable_endpoint_gets_everything(
     assert endpoint.calls > len(endpoint.requests)  # some requests were answered 503
     assert_webhook_toggles(endpoint, expected)
     assert endpoint.signatures_valid()
+
+
+async def asegflow(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`segflow` without blocking the event loop (the test's endpoint runs on it)."""
+    import sys
+
+    from tests.fixtures.stack import ROOT
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_rejected_batches_are_parked_listed_and_replayed(
+    namespace: Namespace, postgres: str, pg_schema: str, endpoint: Endpoint, tmp_path: Path
+) -> None:
+    events = generate(400, seed=53, users=20, segments=3)
+    expected = reference(events)
+    endpoint.reject = 400
+    env = materialize_env(namespace, postgres, pg_schema, endpoint)
+    worker = namespace.worker(tmp_path / "worker.log", **env)
+    try:
+        await namespace.produce("segment/events", events, partition_of=by_user)
+        await namespace.processed()
+        listing: list[dict[str, Any]] = []
+        while sum(len(x["payload"]) for x in listing) < len(expected["segment/toggles"]):
+            await asyncio.sleep(0.5)  # parked after max_attempts with backoff
+            code, out, err = await asegflow("dlq", "list", "webhook", env=namespace.env())
+            assert code == 0, err
+            listing = [orjson.loads(line) for line in out.splitlines()]
+    finally:
+        stop(worker)
+    assert {x["headers"]["status"] for x in listing} == {"400"}
+    assert all(x["headers"]["response"] == "unknown segment" for x in listing)
+    assert endpoint.requests == []
+    endpoint.reject = 0
+    replay_env = namespace.env(**env)
+    code, out, err = await asegflow("dlq", "replay", "webhook", env=replay_env)
+    assert code == 0, err
+    assert f"re-sent {len(listing)} dead letter(s) of webhook" in out
+    assert_webhook_toggles(endpoint, expected)
+    assert endpoint.signatures_valid()
+    code, out, err = await asegflow("dlq", "replay", "webhook", env=replay_env)
+    assert code == 0, err
+    assert "re-sent 0 dead letter(s)" in out
+
+
+def test_webhook_receiver_checks_signatures(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from materializations.webhook import sign
+    from tests.fixtures.stack import ROOT
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "webhook-receiver",
+            "--port",
+            str(port),
+            "--secret",
+            SECRET,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        toggle = reference(generate(200, seed=2, users=5, segments=2))["segment/toggles"][0]
+        body = orjson.dumps([toggle])
+
+        def post(signature: str) -> int:
+            stamp = str(int(time.time()))
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/",
+                data=body,
+                method="POST",
+                headers={
+                    "webhook-id": "msg_1",
+                    "webhook-timestamp": stamp,
+                    "webhook-signature": signature,
+                    "content-type": "application/json",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as error:
+                return int(error.code)
+
+        for _ in range(100):  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert post("v1,bm90IGEgc2lnbmF0dXJl") == 401
+        assert post(sign(SECRET, "msg_1", int(time.time()), body)) == 200
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert f"toggle {toggle['user']}" in out
+    assert toggle["event"] in out

@@ -10,13 +10,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
 from pipeline.read import current_documents
 from pipeline.topics import read_to_end
 from tests.fixtures.events import generate, reference
-from tests.fixtures.stack import Namespace
+from tests.fixtures.stack import Namespace, topic_ends
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +142,25 @@ async def test_invalid_events_go_to_dead_letter_and_processing_continues(
     assert letters[0].value == b"{not json"
     # Nothing valid was lost around them.
     assert_equal_state(await derived_state(namespace), reference(good))
+    # `segflow dlq` shows them, and re-sends them to the collection's topic once.
+    from tests.integration.test_cli import segflow
+
+    listed = segflow("dlq", "list", "segment/events", env=namespace.env())
+    shown = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [x["headers"]["segflow.source.offset"] for x in shown] == ["25", "26", "27", "28"]
+    assert shown[1]["payload"]["event"] == "not-a-uuid"
+    assert shown[0]["payload"] == "{not json"
+    topic = namespace.names.collection("segment/events")
+    before = sum((await topic_ends(namespace.bootstrap, topic, 4)).values())
+    assert (
+        "re-sent 4 dead letter(s)"
+        in segflow("dlq", "replay", "segment/events", env=namespace.env()).stdout
+    )
+    assert (
+        "re-sent 0 dead letter(s)"
+        in segflow("dlq", "replay", "segment/events", env=namespace.env()).stdout
+    )
+    assert sum((await topic_ends(namespace.bootstrap, topic, 4)).values()) == before + 4
 
 
 async def test_worker_stops_when_broker_lost_its_data(

@@ -25,7 +25,8 @@ from pipeline.read import current_documents
 from pipeline.settings import Settings
 from pipeline.task import encode_key
 from pipeline.topics import Names, ensure_topics, pipeline_topics
-from pipeline.worker import Validator, Worker
+from pipeline.validation import Validator
+from pipeline.worker import Worker
 
 VERIFY_TIMEOUT_S = 60.0
 

@@ -27,6 +27,8 @@ class Settings:
     """Kafka bootstrap servers; None starts the embedded broker (`segflow dev`, tests)."""
     postgres: str | None = field(default=None, repr=False)
     """Postgres DSN; None starts embedded Postgres where one is needed."""
+    postgres_schema: str = "public"
+    """Schema of the materialized tables and of Segflow's own (API keys)."""
     data_dir: Path = Path(".segflow")
     catalog: Path = Path("catalog")
     topic_prefix: str = ""
@@ -74,6 +76,7 @@ class Settings:
         return cls(
             broker=get("BROKER"),
             postgres=get("POSTGRES"),
+            postgres_schema=get("POSTGRES_SCHEMA") or "public",
             data_dir=Path(get("DATA_DIR") or ".segflow"),
             catalog=Path(get("CATALOG") or "catalog"),
             topic_prefix=get("TOPIC_PREFIX") or "",

@@ -14,6 +14,7 @@ from pipeline.settings import Settings
 DEFAULTS: dict[str, Any] = {
     "broker": None,
     "postgres": None,
+    "postgres_schema": "public",
     "data_dir": Path(".segflow"),
     "catalog": Path("catalog"),
     "topic_prefix": "",
@@ -46,6 +47,7 @@ def test_from_env_reads_every_variable() -> None:
     env = {
         "SEGFLOW_BROKER": "kafka:9092",
         "SEGFLOW_POSTGRES": "postgresql://u:pw@db:5432/segflow",
+        "SEGFLOW_POSTGRES_SCHEMA": "analytics",
         "SEGFLOW_DATA_DIR": "/var/lib/segflow",
         "SEGFLOW_CATALOG": "conf/catalog",
         "SEGFLOW_TOPIC_PREFIX": "staging.",
@@ -60,6 +62,7 @@ def test_from_env_reads_every_variable() -> None:
     assert dataclasses.asdict(Settings.from_env(env)) == {
         "broker": "kafka:9092",
         "postgres": "postgresql://u:pw@db:5432/segflow",
+        "postgres_schema": "analytics",
         "data_dir": Path("/var/lib/segflow"),
         "catalog": Path("conf/catalog"),
         "topic_prefix": "staging.",

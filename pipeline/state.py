@@ -26,6 +26,7 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+from pipeline.batches import BatchWriter
 from pipeline.errors import BrokerStateLost
 from pipeline.topics import OffsetBeyondEnd, read_to_end
 
@@ -86,20 +87,13 @@ def marker(input_next: int) -> bytes:
     return orjson.dumps({"input": input_next})
 
 
-async def write_changelog(
-    producer: AIOKafkaProducer,
-    tp: TopicPartition,
-    changes: Mapping[bytes, bytes | None],
-    input_next: int,
-) -> int:
-    """Produce a batch's changes and its marker; returns the changelog offset after the marker."""
+def add_changelog(
+    writer: BatchWriter, tp: TopicPartition, changes: Mapping[bytes, bytes | None], input_next: int
+) -> None:
+    """Add a batch's changes and then its marker; the marker is the partition's last record."""
     for key, value in changes.items():
-        await producer.send(tp.topic, value, key=key, partition=tp.partition)
-    meta = await (
-        await producer.send(tp.topic, marker(input_next), key=MARKER, partition=tp.partition)
-    )
-    offset: int = meta.offset
-    return offset + 1
+        writer.add(tp.topic, tp.partition, key, value)
+    writer.add(tp.topic, tp.partition, MARKER, marker(input_next))
 
 
 async def restore(
@@ -141,8 +135,9 @@ async def restore(
         state = states[p]
         rollback = dict(zip(changes, state.get_many(list(changes)), strict=True))
         tp = TopicPartition(changelog_topic, p)
-        after = await write_changelog(producer, tp, rollback, state.input_next)
-        state.apply({}, after, state.input_next)
+        writer = BatchWriter(producer)
+        add_changelog(writer, tp, rollback, state.input_next)
+        state.apply({}, (await writer.flush())[tp], state.input_next)
         log.warning(
             "%s[%d]: rolled back %d change(s) of a batch that did not commit",
             changelog_topic,

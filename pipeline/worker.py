@@ -24,10 +24,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 
 from materializations.runner import Materializer
+from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost
 from pipeline.settings import Settings
-from pipeline.state import PartitionState, restore, write_changelog
+from pipeline.state import PartitionState, add_changelog, restore
 from pipeline.task import DerivationTask, encode_key
 from pipeline.topics import (
     Names,
@@ -203,11 +204,10 @@ class Worker:
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         assert self.producer is not None
-        sends: list[asyncio.Future[Any]] = []
-        shuffled: list[asyncio.Future[Any]] = []
+        writer = BatchWriter(self.producer)
         for tp, records in batch.items():
             source = self.source_of_topic[tp.topic]
-            task = self.tasks[source]
+            shuffle_key = self.tasks[source].shuffle_key
             validator = self.validators[source]
             shuffle_topic = self.names.shuffle(source)
             partitions = self.catalog.collections[source].partitions
@@ -219,36 +219,31 @@ class Worker:
                 except orjson.JSONDecodeError as exc:
                     problems = [f"not JSON: {exc}"]
                 if problems:
-                    sends.append(await self._dead_letter(source, record, problems))
+                    self._dead_letter(writer, source, record, problems)
                     continue
-                key = encode_key(task.shuffle_key(doc))
-                fut = await self.producer.send(
+                key = encode_key(shuffle_key(doc))
+                writer.add(
                     shuffle_topic,
+                    partition_for(key, partitions),
+                    key,
                     record.value,
-                    key=key,
-                    partition=partition_for(key, partitions),
-                    timestamp_ms=record.timestamp,
-                    headers=record.headers,
+                    record.timestamp,
+                    record.headers,
                 )
-                shuffled.append(fut)
             self.stats.events_in += len(records)
         if self.stats.first_event_at is None and batch:
             self.stats.first_event_at = time.monotonic()
-        await asyncio.gather(*sends)
-        for meta in await asyncio.gather(*shuffled):
-            tp = TopicPartition(meta.topic, meta.partition)
-            self.progress.shuffle_acked[tp] = max(
-                self.progress.shuffle_acked.get(tp, 0), meta.offset + 1
-            )
+        acked = self.progress.shuffle_acked
+        for tp, end in (await writer.flush()).items():
+            acked[tp] = max(acked.get(tp, 0), end)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         await consumer.commit(offsets)
         self.progress.shuffled.update(offsets)
         await self.progress.notify()
 
-    async def _dead_letter(
-        self, source: str, record: ConsumerRecord, problems: list[str]
-    ) -> asyncio.Future[Any]:
-        assert self.producer is not None
+    def _dead_letter(
+        self, writer: BatchWriter, source: str, record: ConsumerRecord, problems: list[str]
+    ) -> None:
         self.stats.dead_letters += 1
         error = "; ".join(problems)
         log.warning(
@@ -261,14 +256,8 @@ class Worker:
             ("segflow.source.partition", str(record.partition).encode()),
             ("segflow.source.offset", str(record.offset).encode()),
         ]
-        fut: asyncio.Future[Any] = await self.producer.send(
-            self.names.dead_letter(source),
-            record.value,
-            key=record.key,
-            timestamp_ms=record.timestamp,
-            headers=headers,
-        )
-        return fut
+        topic = self.names.dead_letter(source)
+        writer.add(topic, 0, record.key, record.value, record.timestamp, headers)
 
     # -- deriver -----------------------------------------------------------------------------
 
@@ -356,31 +345,25 @@ class Worker:
         if not results:
             return
         # 1. derived documents, acknowledged
-        sends = []
+        outputs = BatchWriter(self.producer)
         for tp, _, _, result in results:
             for output, key, value in result.documents:
-                partition = tp.partition % output.spec.partitions
-                sends.append(
-                    await self.producer.send(output.topic, value, key=key, partition=partition)
-                )
-        await asyncio.gather(*sends)
+                outputs.add(output.topic, tp.partition % output.spec.partitions, key, value)
+        await outputs.flush()
         # 2. state changes and markers to the changelog, acknowledged
-        changelog_next = await asyncio.gather(
-            *(
-                write_changelog(
-                    self.producer,
-                    TopicPartition(
-                        self.names.changelog(self.source_of_shuffle[tp.topic]), tp.partition
-                    ),
-                    result.changes,
-                    input_next,
-                )
-                for tp, _, input_next, result in results
-            )
-        )
+        changelog = BatchWriter(self.producer)
+        changelog_tps = []
+        for tp, _, input_next, result in results:
+            source = self.source_of_shuffle[tp.topic]
+            changelog_tp = TopicPartition(self.names.changelog(source), tp.partition)
+            add_changelog(changelog, changelog_tp, result.changes, input_next)
+            changelog_tps.append(changelog_tp)
+        ends = await changelog.flush()
         # 3. local state and positions, atomically per partition
-        for (tp, state, input_next, result), after in zip(results, changelog_next, strict=True):
-            state.apply(result.changes, after, input_next)
+        for (tp, state, input_next, result), changelog_tp in zip(
+            results, changelog_tps, strict=True
+        ):
+            state.apply(result.changes, ends[changelog_tp], input_next)
             self.progress.derived[tp] = input_next
             self.stats.derived_events += result.events
             self.stats.redeliveries += result.redeliveries

@@ -1,0 +1,67 @@
+"""Producing many records at once: one aiokafka batch per partition, sent whole.
+
+A `send()` per record costs ~9 µs of Python in aiokafka (a future, the accumulator, metadata);
+appending to a batch builder and sending the batch costs well under 1 µs a record (measured
+here: 113k vs 1.85M records/s). Batches of one partition are sent in append order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from pipeline.errors import SegflowError
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class BatchWriter:
+    """Collects records per partition; `flush` sends them and waits for the broker."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._open: dict[TopicPartition, Any] = {}
+        self._full: list[tuple[TopicPartition, Any]] = []
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None = None,
+        headers: Headers = (),
+    ) -> None:
+        headers = headers if isinstance(headers, list) else list(headers)  # aiokafka wants a list
+        tp = TopicPartition(topic, partition)
+        batch = self._open.get(tp)
+        if batch is None:
+            batch = self._open[tp] = self.producer.create_batch()
+        if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+            self._full.append((tp, batch))
+            batch = self._open[tp] = self.producer.create_batch()
+            if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+                raise SegflowError(f"a record for {topic}[{partition}] is larger than a batch")
+
+    def __len__(self) -> int:
+        return len(self._full) + len(self._open)
+
+    async def flush(self) -> dict[TopicPartition, int]:
+        """Send everything added; returns, per partition, the offset after its last record."""
+        batches = [*self._full, *self._open.items()]
+        self._full, self._open = [], {}
+        sent = []
+        for tp, batch in batches:
+            count = batch.record_count()
+            sent.append(
+                (tp, count, await self.producer.send_batch(batch, tp.topic, partition=tp.partition))
+            )
+        ends: dict[TopicPartition, int] = {}
+        for (tp, count, _), meta in zip(
+            sent, await asyncio.gather(*(f for _, _, f in sent)), strict=True
+        ):
+            ends[tp] = max(ends.get(tp, 0), meta.offset + count)
+        return ends

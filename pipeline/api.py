@@ -1,0 +1,304 @@
+"""`segflow api`: the HTTP ingestion API (SPEC §6).
+
+`POST /ingest/{collection}` takes one JSON document or an array of them with
+`Authorization: Bearer <api key>`. Checks run in this order, and the first that fails answers:
+
+1. 401 - no key, a malformed, unknown or revoked one (`WWW-Authenticate: Bearer`).
+2. 404 - no such collection. (After authentication, so only key holders learn collection names.)
+3. 403 - a derived collection (the pipeline writes those), or the key is not scoped to it.
+4. 413 - a body over `max_bytes` (Content-Length, then counted while reading) or more than
+   `max_documents` documents.
+5. 400 - not JSON, not an object or an array of objects, or any invalid document: every problem
+   of every document as `{"errors": [{"index", "path", "message"}]}`, and nothing written.
+6. 200 - `{"accepted": n}` once the broker acknowledged every document; 503 when it did not (some
+   may have been written: retrying is safe, since a re-sent event id is a redelivery).
+
+Hostile input is answered with a 4xx; a last-resort middleware turns anything unexpected into a
+logged 500 and counts it (`app[UNEXPECTED]`), which the fuzz test requires to stay zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from pipeline.catalog import Catalog, load_catalog
+from pipeline.errors import SegflowError
+from pipeline.keys import KeyInfo, KeyStore, KeyStoreUnavailable, bearer_token
+from pipeline.produce import CollectionWriter, make_producer
+from pipeline.settings import Settings
+from pipeline.topics import Names, ensure_topics, pipeline_topics
+from pipeline.validation import Validator
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENTS = 1000
+MAX_BYTES = 1 << 20
+MAX_MESSAGE = 300
+"""Longest problem message returned: jsonschema quotes the offending value, which may be huge."""
+SEND_TIMEOUT = 30.0
+
+UNEXPECTED = web.AppKey("unexpected", list[BaseException])
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json(status, {"error": message}, headers)
+
+
+def _unauthorized(message: str, *, invalid: bool = True) -> web.Response:
+    # RFC 6750 §3: no error code when the request carried no credentials at all.
+    challenge = 'Bearer realm="segflow"' + (', error="invalid_token"' if invalid else "")
+    return _error(401, message, {"WWW-Authenticate": challenge})
+
+
+class _Ingest:
+    """The state `POST /ingest/{collection}` works with."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        keys: KeyStore,
+        producer: AIOKafkaProducer,
+        max_documents: int,
+        max_bytes: int,
+    ) -> None:
+        self.catalog = catalog
+        self.keys = keys
+        self.producer = producer
+        self.names = Names(settings.topic_prefix)
+        self.max_documents = max_documents
+        self.max_bytes = max_bytes
+        self.validators = {
+            name: Validator(spec.schema)
+            for name, spec in catalog.collections.items()
+            if name not in catalog.derivations
+        }
+        self.writers: dict[tuple[str, str], CollectionWriter] = {}
+
+    def writer(self, collection: str, producer_id: str) -> CollectionWriter:
+        writer = self.writers.get((collection, producer_id))
+        if writer is None:
+            writer = CollectionWriter(
+                self.catalog, collection, self.names, self.producer, producer_id
+            )
+            self.writers[(collection, producer_id)] = writer
+        return writer
+
+    async def authenticate(self, request: web.Request) -> KeyInfo | web.Response:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            return _unauthorized(
+                "expected an 'Authorization: Bearer <api key>' header", invalid=False
+            )
+        try:
+            info = await self.keys.lookup(token)
+        except KeyStoreUnavailable:
+            log.exception("API key lookup failed")
+            return _error(503, "cannot check API keys right now; retry later")
+        if info is None:
+            return _unauthorized("unknown or revoked API key")
+        return info
+
+    async def read_body(self, request: web.Request) -> bytes | web.Response:
+        too_large = _error(413, f"request body larger than {self.max_bytes} bytes")
+        length = request.content_length
+        if length is not None and length > self.max_bytes:
+            return too_large
+        chunks: list[bytes] = []
+        size = 0
+        # Never unbounded: at most one byte past the limit is read.
+        while chunk := await request.content.read(self.max_bytes + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_bytes:
+                return too_large
+        return b"".join(chunks)
+
+    def check(self, collection: str, body: bytes) -> list[Any] | web.Response:
+        """The documents of a body, or the 400/413 answer to it."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"request body is not JSON: {exc}")
+        docs = parsed if isinstance(parsed, list) else [parsed]
+        if len(docs) > self.max_documents:
+            return _error(413, f"{len(docs)} documents; at most {self.max_documents} per request")
+        validator = self.validators[collection]
+        errors: list[dict[str, Any]] = []
+        for index, doc in enumerate(docs):
+            if not isinstance(doc, dict):
+                kind = "array" if isinstance(doc, list) else type(doc).__name__
+                message = f"expected a JSON object (or an array of objects), got {kind}"
+                errors.append({"index": index, "path": "", "message": message})
+                continue
+            try:
+                problems = [(p.path, p.message) for p in validator.problems(doc)]
+            except RecursionError:  # jsonschema quotes values with repr(), recursively
+                problems = [("", "document is nested too deeply")]
+            errors.extend(
+                {"index": index, "path": path, "message": _shorten(message)}
+                for path, message in problems
+            )
+        if errors:
+            return _json(400, {"errors": errors})
+        return docs
+
+    async def handle(self, request: web.Request) -> web.Response:
+        auth = await self.authenticate(request)
+        if isinstance(auth, web.Response):
+            return auth
+        collection = request.match_info["collection"]
+        if collection in self.catalog.derivations:
+            source = self.catalog.derivations[collection].source
+            return _error(
+                403, f"collection {collection!r} is derived from {source!r}; ingest into {source!r}"
+            )
+        if collection not in self.catalog.collections:
+            return _error(404, f"no collection {collection!r}")
+        if not auth.may_write(collection):
+            return _error(403, f"API key {auth.name!r} may not write {collection!r}")
+        body = await self.read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        docs = self.check(collection, body)
+        if isinstance(docs, web.Response):
+            return docs
+        writer = self.writer(collection, auth.producer_id)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                futures = [await writer.send(doc) for doc in docs]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("ingest into %s failed: %r", collection, exc)
+            return _error(503, f"the broker did not accept the documents ({exc!r}); retry")
+        except orjson.JSONEncodeError as exc:  # parsed, valid, yet not encodable: be safe
+            return _error(400, f"a document cannot be encoded: {exc}")
+        return _json(200, {"accepted": len(docs)})
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return message[: MAX_MESSAGE - 3] + "..."
+
+
+@web.middleware
+async def _last_resort(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        request.app[UNEXPECTED].append(exc)
+        return _error(500, "internal error")
+
+
+async def _health(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+def make_app(
+    settings: Settings,
+    catalog: Catalog,
+    keys: KeyStore,
+    producer: AIOKafkaProducer,
+    *,
+    max_documents: int = MAX_DOCUMENTS,
+    max_bytes: int = MAX_BYTES,
+) -> web.Application:
+    """The API over a started producer and key store (both owned by the caller)."""
+    ingest = _Ingest(settings, catalog, keys, producer, max_documents, max_bytes)
+    app = web.Application(middlewares=[_last_resort], client_max_size=max_bytes)
+    app[UNEXPECTED] = []
+    app.router.add_post("/ingest/{collection:.+}", ingest.handle)
+    app.router.add_get("/health", _health)
+    return app
+
+
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    max_documents: int = MAX_DOCUMENTS,
+    max_bytes: int = MAX_BYTES,
+) -> None:
+    """Run the API until cancelled."""
+    if not settings.broker:
+        raise SegflowError("SEGFLOW_BROKER is not set: which broker should I write to?")
+    if not settings.postgres:
+        raise SegflowError("SEGFLOW_POSTGRES is not set: which Postgres holds the API keys?")
+    catalog = load_catalog(settings.catalog)
+    await ensure_topics(settings.broker, pipeline_topics(catalog, Names(settings.topic_prefix)))
+    keys = KeyStore(settings.postgres, settings.postgres_schema)
+    await keys.open()
+    producer = make_producer(settings.broker, settings.linger_ms)
+    await producer.start()
+    runner: web.AppRunner | None = None
+    try:
+        app = make_app(
+            settings, catalog, keys, producer, max_documents=max_documents, max_bytes=max_bytes
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("ingestion API on http://%s:%d/ingest/{collection}", host, port)
+        await asyncio.Event().wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await producer.stop()
+        await keys.close()
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        await serve(
+            settings,
+            args.host,
+            args.port,
+            max_documents=args.max_documents,
+            max_bytes=args.max_bytes,
+        )
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        log.info("ingestion API stopped")
+    return 0
+
+
+def add_api_parser(subparsers: Any) -> None:
+    """`segflow api [--host H] [--port P] [--max-documents N] [--max-bytes N]`."""
+    api = subparsers.add_parser("api", help="the HTTP ingestion API (SEGFLOW_BROKER, _POSTGRES)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument(
+        "--max-documents", type=int, default=MAX_DOCUMENTS, help="documents per request"
+    )
+    api.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="bytes per request body")
+    api.set_defaults(func=cmd_api)

@@ -217,6 +217,12 @@ def parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("name", help="a collection or a webhook materialization")
     dlq.set_defaults(func=cmd_dlq)
 
+    from pipeline.api import add_api_parser
+    from pipeline.keys import add_keys_parser
+
+    add_api_parser(sub)
+    add_keys_parser(sub)
+
     read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
     read.add_argument("collection")
     read.add_argument("--follow", "-f", action="store_true", help="keep printing new documents")

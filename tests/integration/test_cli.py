@@ -135,3 +135,22 @@ async def test_read_prints_current_documents(namespace: Namespace, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     docs = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert docs == reference(events)["segment/memberships"]
+
+
+def test_keys_through_the_command(postgres: str, pg_schema: str) -> None:
+    import os
+
+    env = {**os.environ, "SEGFLOW_POSTGRES": postgres, "SEGFLOW_POSTGRES_SCHEMA": pg_schema}
+    created = segflow(
+        "keys", "create", "--name", "shop", "--collections", "segment/events", env=env
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("sfk_")
+    listed = segflow("keys", "list", env=env)
+    assert "shop" in listed.stdout and key not in listed.stdout + listed.stderr
+    again = segflow("keys", "create", "--name", "shop", "--collections", "segment/events", env=env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    wrong = segflow("keys", "create", "--name", "x", "--collections", "segment/evnts", env=env)
+    assert wrong.returncode == 2 and "segment/evnts" in wrong.stderr
+    assert segflow("keys", "revoke", "shop", env=env).returncode == 0

@@ -184,8 +184,7 @@ class _Ingest:
         writer = self.writer(collection, auth.producer_id)
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
-                futures = [await writer.send(doc) for doc in docs]
-                await asyncio.gather(*futures)
+                await writer.send_all(docs)
         except (KafkaError, TimeoutError) as exc:
             log.warning("ingest into %s failed: %r", collection, exc)
             return _error(503, f"the broker did not accept the documents ({exc!r}); retry")

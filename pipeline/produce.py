@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline import pointers
+from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
 from pipeline.task import encode_key
 from pipeline.topics import Names, partition_for
@@ -53,13 +54,13 @@ class CollectionWriter:
         self.producer = producer
         self.producer_id = producer_id.encode()
 
+    def _headers(self) -> list[tuple[str, bytes]]:
+        return [(RECEIVED_AT, str(int(time.time() * 1000)).encode()), (PRODUCER, self.producer_id)]
+
     async def send(self, doc: Any, raw: bytes | None = None) -> asyncio.Future[Any]:
         """Queue one (valid) document; await the returned future for the broker's ack."""
         key = encode_key(self.key(doc))
-        headers = [
-            (RECEIVED_AT, str(int(time.time() * 1000)).encode()),
-            (PRODUCER, self.producer_id),
-        ]
+        headers = self._headers()
         future: asyncio.Future[Any] = await self.producer.send(
             self.topic,
             raw if raw is not None else orjson.dumps(doc),
@@ -70,7 +71,18 @@ class CollectionWriter:
         return future
 
     async def send_all(self, docs: Sequence[Any]) -> int:
-        """Send documents and wait until the broker acknowledged every one."""
-        futures = [await self.send(doc) for doc in docs]
-        await asyncio.gather(*futures)
-        return len(futures)
+        """Send documents (in order per partition) and wait until the broker acknowledged all."""
+        writer = BatchWriter(self.producer)
+        headers = self._headers()
+        for doc in docs:
+            key = encode_key(self.key(doc))
+            writer.add(
+                self.topic,
+                partition_for(key, self.partitions),
+                key,
+                orjson.dumps(doc),
+                None,
+                headers,
+            )
+        await writer.flush()
+        return len(docs)

@@ -218,10 +218,14 @@ def parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     from pipeline.api import add_api_parser
+    from pipeline.generate import add_generate_parser
+    from pipeline.ingest import add_ingest_parser
     from pipeline.keys import add_keys_parser
 
     add_api_parser(sub)
     add_keys_parser(sub)
+    add_ingest_parser(sub)
+    add_generate_parser(sub)
 
     read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
     read.add_argument("collection")

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,6 +32,15 @@ def free_port() -> int:
         return port
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -40,6 +50,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
             return
         time.sleep(0.05)
     raise SegflowError(f"embedded broker did not listen on port {port} within {timeout:.0f}s")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started us dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -81,6 +100,7 @@ def start_broker(data_dir: Path, port: int | None = None) -> EmbeddedBroker:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
         env={**os.environ, "RUST_LOG": os.environ.get("SEGFLOW_TANSU_LOG", "warn")},
     )
     log_file.close()

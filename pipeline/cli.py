@@ -106,7 +106,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev import run_dev
 
-    return run_dev(settings, rate=args.rate)
+    return run_dev(settings, rate=args.rate, api_port=args.api_port)
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
@@ -197,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="embedded broker + Postgres + worker + demo traffic")
     dev.add_argument("--rate", type=float, default=20.0, help="demo events per second (0: none)")
+    dev.add_argument("--api-port", type=int, default=8080, help="ingestion API port (if free)")
     dev.set_defaults(func=cmd_dev)
 
     test = sub.add_parser("test", help="run Flow-style test files against the real runtime")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import os
-import random
 import signal
-import uuid
-from datetime import UTC, datetime
-
-import orjson
-from aiokafka import AIOKafkaProducer
+import time
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.embedded import embedded_stack, free_port, wipe
+from pipeline.embedded import embedded_stack, free_port, port_free, wipe
+from pipeline.generate import BrokerSink, EventGenerator, Mix, pace
+from pipeline.produce import CollectionWriter, make_producer
+from pipeline.progress import Progress
 from pipeline.settings import Settings
 from pipeline.topics import Names
 from pipeline.worker import Worker
@@ -23,43 +22,64 @@ from pipeline.worker import Worker
 log = logging.getLogger("segflow.dev")
 
 
-def demo_event(rng: random.Random) -> dict[str, object]:
-    """A segmentation event like the demo's generator makes: few segments, many users."""
-    vendor = rng.randint(1, 3)
-    event: dict[str, object] = {
-        "event": str(uuid.UUID(int=rng.getrandbits(128))),
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "user": f"usr-{rng.randint(0, 40):06x}",
-        "segment": {"vendor": vendor, "name": f"seg-{rng.randint(0, 3)}"},
-    }
-    if rng.random() < 0.3:
-        event["remove"] = True
-    elif rng.random() < 0.5:
-        event["value"] = f"value-{rng.randint(0, 9)}"
-    return event
-
-
-async def feed(bootstrap: str, topic: str, rate: float, stopping: asyncio.Event) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def feed(settings: Settings, catalog: Catalog, rate: float, stopping: asyncio.Event) -> None:
+    """Demo traffic like the demo's generator: few segments and users, so toggles come often."""
+    assert settings.broker
+    events = EventGenerator(
+        Mix(segments=12, users=60, vendors=3, repeat_ratio=0.05, timezones=True), rate=rate
+    )
+    producer = make_producer(settings.broker, settings.linger_ms)
     await producer.start()
-    rng = random.Random(7)
     try:
-        while not stopping.is_set():
-            event = demo_event(rng)
-            await producer.send(topic, orjson.dumps(event), key=str(event["event"]).encode())
-            await asyncio.sleep(1 / rate)
+        names = Names(settings.topic_prefix)
+        writer = CollectionWriter(catalog, "segment/events", names, producer, "segflow-dev")
+        quiet = Progress(io.StringIO())
+        await pace(
+            events,
+            BrokerSink(writer),
+            rate=rate,
+            count=None,
+            duration=None,
+            stopping=stopping,
+            progress=quiet,
+        )
     finally:
         await producer.stop()
 
 
+async def api(settings: Settings, port: int) -> None:
+    """The ingestion API, with a fresh key for the newcomer to try."""
+    from pipeline.api import serve
+    from pipeline.keys import create_key
+
+    assert settings.postgres
+    name = f"dev-{int(time.time())}"
+    key = await create_key(settings.postgres, settings.postgres_schema, name, ["segment/events"])
+    event = (
+        '{"event": "6f1c2d3e-4b5a-4c6d-8e7f-001122334455", "timestamp": '
+        '"2024-05-01T12:00:00Z", "user": "you", "segment": {"vendor": 1, "name": "seg-0"}}'
+    )
+    print(
+        f"ingestion API on http://127.0.0.1:{port}/ingest/segment/events, key {name!r}:\n"
+        f"  curl -H 'Authorization: Bearer {key}' -d '{event}' "
+        f"http://127.0.0.1:{port}/ingest/segment/events",
+        flush=True,
+    )
+    await serve(settings, "127.0.0.1", port)
+
+
 async def _run(
-    settings: Settings, catalog: Catalog, bootstrap: str, rate: float, receiver_port: int | None
+    settings: Settings,
+    catalog: Catalog,
+    bootstrap: str,
+    rate: float,
+    receiver_port: int | None,
+    api_port: int,
 ) -> None:
     worker = Worker(settings, catalog, bootstrap=bootstrap)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    names = Names(settings.topic_prefix)
     running = asyncio.create_task(worker.run())
     side: list[asyncio.Task[None]] = []
     if receiver_port is not None:
@@ -67,9 +87,10 @@ async def _run(
 
         side.append(asyncio.create_task(serve(receiver_port, settings.webhook_secret, 0)))
     await asyncio.sleep(0.5)  # let the worker create the topics
+    if settings.postgres:
+        side.append(asyncio.create_task(api(settings, api_port)))
     if rate > 0:
-        topic = names.collection("segment/events")
-        side.append(asyncio.create_task(feed(bootstrap, topic, rate, worker.stopping)))
+        side.append(asyncio.create_task(feed(settings, catalog, rate, worker.stopping)))
 
     async def stats() -> None:
         while True:
@@ -90,7 +111,7 @@ async def _run(
         await asyncio.gather(*side, return_exceptions=True)
 
 
-def run_dev(settings: Settings, *, rate: float) -> int:
+def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
     """Start what is not configured, run everything until Ctrl-C, then stop it all."""
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,5 +144,7 @@ def run_dev(settings: Settings, *, rate: float) -> int:
             f"data {data_dir}; Ctrl-C stops",
             flush=True,
         )
-        asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port))
+        if not port_free(api_port):
+            api_port = free_port()
+        asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port, api_port))
     return 0

@@ -43,10 +43,34 @@ def get(document: Any, tokens: Sequence[str]) -> Any:
     return value
 
 
+def value_getter(tokens: Sequence[str]) -> Callable[[Any], Any]:
+    """`get` for one parsed pointer, unrolled for the short pointers keys use (hot path)."""
+    missing = MISSING
+    if len(tokens) == 1:
+        (a,) = tokens
+        return lambda doc: doc.get(a, missing) if type(doc) is dict else missing
+    if len(tokens) == 2:
+        a, b = tokens
+
+        def get_two(doc: Any) -> Any:
+            value = doc.get(a, missing) if type(doc) is dict else missing
+            return value.get(b, missing) if type(value) is dict else missing
+
+        return get_two
+    frozen = tuple(tokens)
+    return lambda doc: get(doc, frozen)
+
+
 def key_getter(pointers: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
     """A function that extracts the tuple of values at `pointers` (MISSING where absent)."""
-    parsed = [parse(p) for p in pointers]
-    if all(len(tokens) == 1 for tokens in parsed):
-        names = [tokens[0] for tokens in parsed]
-        return lambda doc: tuple(doc.get(n, MISSING) for n in names)
-    return lambda doc: tuple(get(doc, tokens) for tokens in parsed)
+    getters = [value_getter(parse(p)) for p in pointers]
+    if len(getters) == 1:
+        (g1,) = getters
+        return lambda doc: (g1(doc),)
+    if len(getters) == 2:
+        g1, g2 = getters
+        return lambda doc: (g1(doc), g2(doc))
+    if len(getters) == 3:
+        g1, g2, g3 = getters
+        return lambda doc: (g1(doc), g2(doc), g3(doc))
+    return lambda doc: tuple(g(doc) for g in getters)

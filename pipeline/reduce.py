@@ -89,29 +89,11 @@ def _order(value: Any) -> SortKey:
     raise TypeError(f"not a JSON value: {value!r}")
 
 
-def _value_getter(tokens: tuple[str, ...]) -> Callable[[Any], Any]:
-    """`pointers.get` for one pointer, unrolled for the short pointers keys use."""
-    missing = MISSING
-    if len(tokens) == 1:
-        (a,) = tokens
-        return lambda item: item.get(a, missing) if type(item) is dict else missing
-
-    if len(tokens) == 2:
-        a, b = tokens
-
-        def get_two(item: Any) -> Any:
-            value = item.get(a, missing) if type(item) is dict else missing
-            return value.get(b, missing) if type(value) is dict else missing
-
-        return get_two
-    return lambda item: pointers.get(item, tokens)
-
-
 def _sort_key_function(key: Sequence[str] | None) -> Callable[[Any], SortKey]:
     """Order items by the values at `key` (pointers relative to the item), or by the whole item."""
     if key is None:
         return lambda item: (_order(item),)
-    getters = [_value_getter(pointers.parse(p)) for p in key]
+    getters = [pointers.value_getter(pointers.parse(p)) for p in key]
     order = _order
     if len(getters) == 1:
         (g1,) = getters

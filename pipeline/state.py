@@ -1,9 +1,11 @@
 """Local state of one shuffle partition: RocksDB through rocksdict, mirrored to a changelog.
 
 The changelog partition holds every state change as a record keyed like the local key, and after
-each batch a commit marker carrying the next input offset. Commit order of a batch:
+each batch a commit marker carrying the next input offsets (of the shuffle partition and of the
+source partition read directly). Commit order of a batch:
 
-1. derived documents are produced to their topics and acknowledged;
+1. derived documents (and source records re-routed to other partitions' owners) are produced
+   and acknowledged;
 2. the batch's state changes are produced to the changelog, then the marker; acknowledged;
 3. the changes, the marker's changelog position and the input position are written locally in
    one RocksDB write batch;
@@ -46,9 +48,12 @@ class PartitionState:
         self.path = path
         self.db = Rdict(str(path), options=Options(raw_mode=True))
         meta = self.db.get(META)
-        position = orjson.loads(meta) if meta else {"changelog": 0, "input": 0}
-        self.changelog_next: int = position["changelog"]
-        self.input_next: int = position["input"]
+        position = orjson.loads(meta) if meta else {}
+        self.changelog_next: int = position.get("changelog", 0)
+        self.input_next: int = position.get("input", 0)
+        """Next offset of the shuffle partition."""
+        self.source_next: int = position.get("source", 0)
+        """Next offset of the source partition with the same number (read directly)."""
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.db.get(key)
@@ -61,7 +66,11 @@ class PartitionState:
         return values
 
     def apply(
-        self, changes: Mapping[bytes, bytes | None], changelog_next: int, input_next: int
+        self,
+        changes: Mapping[bytes, bytes | None],
+        changelog_next: int,
+        input_next: int,
+        source_next: int | None = None,
     ) -> None:
         """Write changes and positions atomically."""
         batch = WriteBatch(raw_mode=True)
@@ -70,10 +79,13 @@ class PartitionState:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        batch.put(META, orjson.dumps({"changelog": changelog_next, "input": input_next}))
+        source_next = self.source_next if source_next is None else source_next
+        position = {"changelog": changelog_next, "input": input_next, "source": source_next}
+        batch.put(META, orjson.dumps(position))
         self.db.write(batch)
         self.changelog_next = changelog_next
         self.input_next = input_next
+        self.source_next = source_next
 
     def close(self) -> None:
         self.db.close()
@@ -83,17 +95,21 @@ class PartitionState:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def marker(input_next: int) -> bytes:
-    return orjson.dumps({"input": input_next})
+def marker(input_next: int, source_next: int) -> bytes:
+    return orjson.dumps({"input": input_next, "source": source_next})
 
 
 def add_changelog(
-    writer: BatchWriter, tp: TopicPartition, changes: Mapping[bytes, bytes | None], input_next: int
+    writer: BatchWriter,
+    tp: TopicPartition,
+    changes: Mapping[bytes, bytes | None],
+    input_next: int,
+    source_next: int,
 ) -> None:
     """Add a batch's changes and then its marker; the marker is the partition's last record."""
     for key, value in changes.items():
         writer.add(tp.topic, tp.partition, key, value)
-    writer.add(tp.topic, tp.partition, MARKER, marker(input_next))
+    writer.add(tp.topic, tp.partition, MARKER, marker(input_next, source_next))
 
 
 async def restore(
@@ -116,7 +132,10 @@ async def restore(
                 p = record.partition
                 if record.key == MARKER:
                     state = states[p]
-                    state.apply(torn[p], record.offset + 1, orjson.loads(record.value)["input"])
+                    position = orjson.loads(record.value)
+                    state.apply(
+                        torn[p], record.offset + 1, position["input"], position.get("source", 0)
+                    )
                     applied += len(torn[p])
                     torn[p] = {}
                 else:
@@ -136,7 +155,7 @@ async def restore(
         rollback = dict(zip(changes, state.get_many(list(changes)), strict=True))
         tp = TopicPartition(changelog_topic, p)
         writer = BatchWriter(producer)
-        add_changelog(writer, tp, rollback, state.input_next)
+        add_changelog(writer, tp, rollback, state.input_next, state.source_next)
         state.apply({}, (await writer.flush())[tp], state.input_next)
         log.warning(
             "%s[%d]: rolled back %d change(s) of a batch that did not commit",

@@ -112,6 +112,14 @@ class DerivationTask:
 
     def process(self, records: Sequence[ConsumerRecord], state: PartitionState) -> BatchResult:
         """Run every derivation over `records` (one partition, offset order)."""
+        return self.process_documents(
+            [(orjson.loads(r.value), r.timestamp) for r in records], state
+        )
+
+    def process_documents(
+        self, items: Sequence[tuple[Any, int]], state: PartitionState
+    ) -> BatchResult:
+        """Run every derivation over (document, record timestamp in ms) pairs, in arrival order."""
         result = BatchResult()
         registers: dict[bytes, Any] = {}
         # Reduced documents: one per key per batch. Whole documents (no reducer): every one, in
@@ -120,8 +128,7 @@ class DerivationTask:
         published = result.documents
         seen: dict[bytes, int] = {}
         window = self.dedup_window_ms
-        for record in records:
-            source = orjson.loads(record.value)
+        for source, timestamp in items:
             result.events += 1
             if window is not None:
                 dedup_key = DEDUP + encode_key(self.dedup_key(source))
@@ -129,10 +136,10 @@ class DerivationTask:
                 if first is None:
                     stored = state.get(dedup_key)
                     first = int.from_bytes(stored, "big") if stored is not None else None
-                if first is not None and record.timestamp - first <= window:
+                if first is not None and timestamp - first <= window:
                     result.redeliveries += 1
                     continue
-                seen[dedup_key] = record.timestamp
+                seen[dedup_key] = timestamp
             for derivation in self.derivations:
                 register = previous = None
                 if derivation.update is not None:

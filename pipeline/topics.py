@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.catalog import Catalog
@@ -86,9 +88,17 @@ async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, s
         await admin.close()
 
 
-def group_consumer(bootstrap: str, group_id: str, session_timeout_ms: int) -> AIOKafkaConsumer:
-    """A consumer in `group_id` that commits explicitly, starting from the earliest offset."""
+def group_consumer(
+    bootstrap: str, group_id: str, session_timeout_ms: int, *, co_partitioned: bool = False
+) -> AIOKafkaConsumer:
+    """A consumer in `group_id` that commits explicitly, starting from the earliest offset.
+
+    `co_partitioned`: partition p of every subscribed topic goes to the same member (range
+    assignment over topics with equal partition counts).
+    """
+    strategy = (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
     return AIOKafkaConsumer(
+        partition_assignment_strategy=strategy,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         enable_auto_commit=False,

@@ -1,12 +1,15 @@
-"""The worker: validates and shuffles source documents, runs derivations, publishes results.
+"""The worker: validates source documents, runs derivations, publishes results.
 
-Two consumer loops share one producer:
-- the shuffler reads each derivation source's topic, validates every document (invalid ones go
-  to `<topic>.dead-letter` with the reason as headers), and re-keys valid ones by the shuffle key
-  into the source's shuffle topic, so one partition owner sees all of a user's events in
-  arrival order whatever key the producer used;
-- the deriver reads the shuffle topics, owns RocksDB state per partition (restored from the
-  changelog on assignment) and commits each batch as described in `pipeline.state`.
+The owner of partition p reads partition p of a derivation source's topic AND of its shuffle
+topic (one consumer, range assignment co-partitions them). It validates each source document
+(invalid ones go to `<topic>.dead-letter` with the reason as headers) and computes its shuffle
+partition from the shuffle key: documents already in the right partition — everything our own
+producers write, since they key by the shuffle key with the same partitioner — are processed at
+once; the others are re-keyed into the shuffle topic for their owner. So one owner sees all of a
+user's events, in arrival order, whatever key the producer used, and well-keyed input skips the
+extra hop. The owner keeps RocksDB state per partition (restored from the changelog on
+assignment) and commits each batch as described in `pipeline.state`; its markers carry both
+input positions. Materializations run beside it (`materializations.runner`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from materializations.runner import Materializer
 from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
-from pipeline.errors import BrokerStateLost
+from pipeline.errors import BrokerStateLost, SegflowError
 from pipeline.settings import Settings
 from pipeline.state import PartitionState, add_changelog, restore
 from pipeline.task import DerivationTask, encode_key
@@ -122,7 +125,7 @@ class Worker:
         )
         await self.producer.start()
         try:
-            loops = [asyncio.create_task(self._shuffle_loop(), name="shuffler")]
+            loops = []
             if self.tasks:
                 loops.append(asyncio.create_task(self._derive_loop(), name="deriver"))
             for materializer in self.materializers():
@@ -180,90 +183,16 @@ class Worker:
         parts = await self.producer.partitions_for(topic)
         return [TopicPartition(topic, p) for p in sorted(parts)]
 
-    # -- shuffler ----------------------------------------------------------------------------
-
-    async def _shuffle_loop(self) -> None:
-        consumer = self._consumer("shuffle")
-        topics = list(self.source_of_topic)
-        await consumer.start()
-        try:
-            if self.group:
-                consumer.subscribe(topics)
-            else:
-                consumer.assign([tp for t in topics for tp in await self._partitions(t)])
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.batch_max_records
-                )
-                if batch:
-                    await self._shuffle(consumer, batch)
-        finally:
-            await consumer.stop()
-
-    async def _shuffle(
-        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
-        assert self.producer is not None
-        writer = BatchWriter(self.producer)
-        for tp, records in batch.items():
-            source = self.source_of_topic[tp.topic]
-            shuffle_key = self.tasks[source].shuffle_key
-            validator = self.validators[source]
-            shuffle_topic = self.names.shuffle(source)
-            partitions = self.catalog.collections[source].partitions
-            for record in records:
-                problems: list[str]
-                try:
-                    doc = orjson.loads(record.value) if record.value is not None else None
-                    problems = validator.errors(doc)
-                except orjson.JSONDecodeError as exc:
-                    problems = [f"not JSON: {exc}"]
-                if problems:
-                    self._dead_letter(writer, source, record, problems)
-                    continue
-                key = encode_key(shuffle_key(doc))
-                writer.add(
-                    shuffle_topic,
-                    partition_for(key, partitions),
-                    key,
-                    record.value,
-                    record.timestamp,
-                    record.headers,
-                )
-            self.stats.events_in += len(records)
-        if self.stats.first_event_at is None and batch:
-            self.stats.first_event_at = time.monotonic()
-        acked = self.progress.shuffle_acked
-        for tp, end in (await writer.flush()).items():
-            acked[tp] = max(acked.get(tp, 0), end)
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-        await consumer.commit(offsets)
-        self.progress.shuffled.update(offsets)
-        await self.progress.notify()
-
-    def _dead_letter(
-        self, writer: BatchWriter, source: str, record: ConsumerRecord, problems: list[str]
-    ) -> None:
-        self.stats.dead_letters += 1
-        error = "; ".join(problems)
-        log.warning(
-            "dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:500]
-        )
-        headers = [
-            *(record.headers or ()),
-            ("segflow.error", error.encode()),
-            ("segflow.source.topic", record.topic.encode()),
-            ("segflow.source.partition", str(record.partition).encode()),
-            ("segflow.source.offset", str(record.offset).encode()),
-        ]
-        topic = self.names.dead_letter(source)
-        writer.add(topic, 0, record.key, record.value, record.timestamp, headers)
-
-    # -- deriver -----------------------------------------------------------------------------
+    # -- the partition owner ---------------------------------------------------------------
 
     async def _derive_loop(self) -> None:
-        consumer = self._consumer("derive")
-        topics = list(self.source_of_shuffle)
+        """One consumer over each source topic and its shuffle topic, partition p of both
+        assigned together (range assignment, equal partition counts) to p's state owner."""
+        group = self.names.group("derive")
+        consumer = group_consumer(
+            self.bootstrap, group, self.settings.session_timeout_ms, co_partitioned=True
+        )
+        topics = [*self.source_of_topic, *self.source_of_shuffle]
         await consumer.start()
         try:
             if self.group:
@@ -285,12 +214,24 @@ class Worker:
             async with self.lock:
                 await consumer.stop()
 
+    def _shuffle_tp(self, tp: TopicPartition) -> TopicPartition:
+        """The shuffle partition whose owner also reads source partition `tp`."""
+        source = self.source_of_topic.get(tp.topic)
+        return TopicPartition(self.names.shuffle(source), tp.partition) if source else tp
+
     async def _assigned(self, consumer: AIOKafkaConsumer, assigned: list[TopicPartition]) -> None:
         """Open and restore the state of newly assigned partitions, then seek to their markers."""
         assert self.producer is not None
         self.generation += 1
+        owned = {tp for tp in assigned if tp.topic in self.source_of_shuffle}
+        stray = [tp for tp in assigned if self._shuffle_tp(tp) not in owned]
+        if stray:
+            raise SegflowError(
+                f"source partitions {stray} were assigned without their shuffle partitions: "
+                "every worker must run the same catalog (range assignment co-partitions them)"
+            )
         fresh: dict[str, dict[int, PartitionState]] = {}
-        for tp in assigned:
+        for tp in sorted(owned):
             if tp not in self.states:
                 state = PartitionState(self._state_dir(tp))
                 self.states[tp] = state
@@ -311,10 +252,17 @@ class Worker:
                     tp = TopicPartition(topic, p)
                     states[p] = self.states[tp] = PartitionState(self._state_dir(tp))
                 await restore(self.bootstrap, self.producer, changelog, states)
-        log.info("derive: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        log.info(
+            "derive: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(owned))
+        )
         for tp in assigned:
-            consumer.seek(tp, self.states[tp].input_next)
-            self.progress.derived[tp] = self.states[tp].input_next
+            state = self.states[self._shuffle_tp(tp)]
+            if tp in owned:
+                consumer.seek(tp, state.input_next)
+                self.progress.derived[tp] = state.input_next
+            else:
+                consumer.seek(tp, state.source_next)
+                self.progress.shuffled[tp] = state.source_next
         await self.progress.notify()
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
@@ -328,49 +276,136 @@ class Worker:
     def _state_dir(self, tp: TopicPartition) -> Path:
         return Path(self.settings.data_dir, "state", tp.topic, str(tp.partition))
 
+    def _route(
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord],
+        writer: BatchWriter,
+        here: list[tuple[Any, int]],
+    ) -> None:
+        """Validate source records: invalid ones to the dead-letter topic, those whose shuffle
+        partition is this one into `here`, the others to the shuffle topic for their owner."""
+        source = self.source_of_topic[tp.topic]
+        shuffle_key = self.tasks[source].shuffle_key
+        validator = self.validators[source]
+        shuffle_topic = self.names.shuffle(source)
+        partitions = self.catalog.collections[source].partitions
+        for record in records:
+            problems: list[str]
+            try:
+                doc = orjson.loads(record.value) if record.value is not None else None
+                problems = validator.errors(doc)
+            except orjson.JSONDecodeError as exc:
+                problems = [f"not JSON: {exc}"]
+            if problems:
+                self._dead_letter(writer, source, record, problems)
+                continue
+            key = encode_key(shuffle_key(doc))
+            partition = partition_for(key, partitions)
+            if partition == tp.partition:
+                here.append((doc, record.timestamp))
+            else:
+                writer.add(
+                    shuffle_topic, partition, key, record.value, record.timestamp, record.headers
+                )
+        self.stats.events_in += len(records)
+
+    def _dead_letter(
+        self, writer: BatchWriter, source: str, record: ConsumerRecord, problems: list[str]
+    ) -> None:
+        self.stats.dead_letters += 1
+        error = "; ".join(problems)
+        log.warning(
+            "dead letter: %s[%d]@%d: %s", record.topic, record.partition, record.offset, error[:500]
+        )
+        headers = [
+            *(record.headers or ()),
+            ("segflow.error", error.encode()),
+            ("segflow.source.topic", record.topic.encode()),
+            ("segflow.source.partition", str(record.partition).encode()),
+            ("segflow.source.offset", str(record.offset).encode()),
+        ]
+        topic = self.names.dead_letter(source)
+        writer.add(topic, 0, record.key, record.value, record.timestamp, headers)
+
     async def _derive(
         self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        """Process a fetched batch and commit it; see `pipeline.state` for the commit order."""
         assert self.producer is not None
-        results = []
+        writer = BatchWriter(self.producer)
+        work: dict[TopicPartition, list[tuple[Any, int]]] = {}
+        source_next: dict[TopicPartition, int] = {}
+        shuffle_next: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
-            state = self.states[tp]
-            # Records fetched before a seek can overlap what the state already holds.
-            records = [r for r in records if r.offset >= state.input_next]
-            if not records:
+            owner = self._shuffle_tp(tp)
+            state = self.states[owner]
+            here = work.setdefault(owner, [])
+            if tp == owner:
+                # Records fetched before a seek can overlap what the state already holds.
+                records = [r for r in records if r.offset >= state.input_next]
+                here += [(orjson.loads(r.value), r.timestamp) for r in records]
+                if records:
+                    shuffle_next[owner] = records[-1].offset + 1
+            else:
+                records = [r for r in records if r.offset >= state.source_next]
+                self._route(tp, records, writer, here)
+                if records:
+                    source_next[owner] = records[-1].offset + 1
+        if self.stats.first_event_at is None and source_next:
+            self.stats.first_event_at = time.monotonic()
+        results = []
+        for owner, items in work.items():
+            if owner not in source_next and owner not in shuffle_next:
                 continue
-            task = self.tasks[self.source_of_shuffle[tp.topic]]
-            result = task.process(records, state)
-            results.append((tp, state, records[-1].offset + 1, result))
+            state = self.states[owner]
+            task = self.tasks[self.source_of_shuffle[owner.topic]]
+            result = task.process_documents(items, state)
+            for output, key, value in result.documents:
+                writer.add(output.topic, owner.partition % output.spec.partitions, key, value)
+            results.append((owner, state, result))
         if not results:
             return
-        # 1. derived documents, acknowledged
-        outputs = BatchWriter(self.producer)
-        for tp, _, _, result in results:
-            for output, key, value in result.documents:
-                outputs.add(output.topic, tp.partition % output.spec.partitions, key, value)
-        await outputs.flush()
+        # 1. derived documents, re-routed source records and dead letters, acknowledged
+        acked = self.progress.shuffle_acked
+        for tp, end in (await writer.flush()).items():
+            if tp.topic in self.source_of_shuffle:
+                acked[tp] = max(acked.get(tp, 0), end)
         # 2. state changes and markers to the changelog, acknowledged
         changelog = BatchWriter(self.producer)
         changelog_tps = []
-        for tp, _, input_next, result in results:
-            source = self.source_of_shuffle[tp.topic]
-            changelog_tp = TopicPartition(self.names.changelog(source), tp.partition)
-            add_changelog(changelog, changelog_tp, result.changes, input_next)
+        for owner, state, result in results:
+            source = self.source_of_shuffle[owner.topic]
+            changelog_tp = TopicPartition(self.names.changelog(source), owner.partition)
+            add_changelog(
+                changelog,
+                changelog_tp,
+                result.changes,
+                shuffle_next.get(owner, state.input_next),
+                source_next.get(owner, state.source_next),
+            )
             changelog_tps.append(changelog_tp)
         ends = await changelog.flush()
         # 3. local state and positions, atomically per partition
-        for (tp, state, input_next, result), changelog_tp in zip(
-            results, changelog_tps, strict=True
-        ):
-            state.apply(result.changes, ends[changelog_tp], input_next)
-            self.progress.derived[tp] = input_next
+        offsets: dict[TopicPartition, int] = {}
+        for (owner, state, result), changelog_tp in zip(results, changelog_tps, strict=True):
+            state.apply(
+                result.changes,
+                ends[changelog_tp],
+                shuffle_next.get(owner, state.input_next),
+                source_next.get(owner, state.source_next),
+            )
+            source_tp = TopicPartition(
+                self.names.collection(self.source_of_shuffle[owner.topic]), owner.partition
+            )
+            offsets[owner] = self.progress.derived[owner] = state.input_next
+            offsets[source_tp] = self.progress.shuffled[source_tp] = state.source_next
             self.stats.derived_events += result.events
             self.stats.redeliveries += result.redeliveries
             self.stats.documents_out += len(result.documents)
         self.stats.batches += 1
         # 4. consumer offsets, for lag figures only
-        await consumer.commit({tp: input_next for tp, _, input_next, _ in results})
+        await consumer.commit(offsets)
         await self.progress.notify()
 
     # -- barrier -----------------------------------------------------------------------------

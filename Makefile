@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test unit integration flows lint run clean
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: help install test unit integration flows lint run bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +39,13 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 
 run: $(STAMP) ## the whole pipeline on embedded defaults, with demo traffic (Ctrl-C stops)
 	$(BIN)/segflow dev
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## Segflow vs naive Faust vs Quix Streams (BIG=1: 1M events); writes docs/benchmarks.md
+	$(BIN)/python -m bench.run $(if $(BIG),--big,)
 
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) .segflow

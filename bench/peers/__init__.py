@@ -1,0 +1,1 @@
+"""Peer implementations of Segflow's segmentation job, for side-by-side benchmarks."""

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from psycopg import sql
 
 from materializations.postgres import DocumentError, PostgresSink, load_queries
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
+from tests.fixtures.records import Record
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +27,6 @@ QUERIES = Path(__file__).resolve().parents[2] / "docs" / "queries.sql"
 MEMBERSHIPS = BindingSpec("segment/memberships", "segment_memberships")
 PROFILES = BindingSpec("segment/profiles", "segment_profiles")
 TOGGLES = BindingSpec("segment/toggles", "segment_toggles")
-
-
-@dataclass
-class Record:
-    """What the sink reads of an aiokafka ConsumerRecord."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
 
 
 def records(

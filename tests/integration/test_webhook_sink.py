@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from materializations.receiver import STATS, make_app
 from materializations.webhook import WebhookSink, verify
 from pipeline.catalog import BindingSpec, MaterializationSpec
+from tests.fixtures.records import Record
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +32,6 @@ BINDING = BindingSpec("segment/toggles", None)
 
 
 # --- Records ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
 
 
 @dataclass

@@ -57,16 +57,20 @@ class CollectionWriter:
     def _headers(self) -> list[tuple[str, bytes]]:
         return [(RECEIVED_AT, str(int(time.time() * 1000)).encode()), (PRODUCER, self.producer_id)]
 
+    def _place(self, doc: Any) -> tuple[bytes, int]:
+        """The record key and partition of a document: those of its shuffle key."""
+        key = encode_key(self.key(doc))
+        return key, partition_for(key, self.partitions)
+
     async def send(self, doc: Any, raw: bytes | None = None) -> asyncio.Future[Any]:
         """Queue one (valid) document; await the returned future for the broker's ack."""
-        key = encode_key(self.key(doc))
-        headers = self._headers()
+        key, partition = self._place(doc)
         future: asyncio.Future[Any] = await self.producer.send(
             self.topic,
             raw if raw is not None else orjson.dumps(doc),
             key=key,
-            partition=partition_for(key, self.partitions),
-            headers=headers,
+            partition=partition,
+            headers=self._headers(),
         )
         return future
 
@@ -75,14 +79,7 @@ class CollectionWriter:
         writer = BatchWriter(self.producer)
         headers = self._headers()
         for doc in docs:
-            key = encode_key(self.key(doc))
-            writer.add(
-                self.topic,
-                partition_for(key, self.partitions),
-                key,
-                orjson.dumps(doc),
-                None,
-                headers,
-            )
+            key, partition = self._place(doc)
+            writer.add(self.topic, partition, key, orjson.dumps(doc), None, headers)
         await writer.flush()
         return len(docs)

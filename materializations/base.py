@@ -18,9 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
 
-import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.catalog import BindingSpec, MaterializationSpec
@@ -73,19 +71,20 @@ class Sink(ABC):
 class BatchingSink(Sink):
     """Combines per key before each write: a subclass implements only `write`.
 
-    Documents of derived collections are whole current documents, so combining keeps the last
-    one per key. `through` tells the subclass the offsets the batch covers (its checkpoint).
+    Documents of derived collections are whole current documents, so combining keeps each key's
+    last record; it is decoded only if the subclass needs it, once per key and write. `through`
+    tells the subclass the offsets the batch covers (its checkpoint).
     """
 
     def __init__(self, spec: MaterializationSpec, topics: Mapping[str, BindingSpec]) -> None:
         super().__init__(spec, topics)
-        self._pending: dict[BindingSpec, dict[bytes, Any]] = {}
+        self._pending: dict[BindingSpec, dict[bytes | None, ConsumerRecord]] = {}
         self._through: dict[TopicPartition, int] = {}
 
     async def apply(self, binding: BindingSpec, records: Sequence[ConsumerRecord]) -> None:
-        combined = self._pending.setdefault(binding, {})
+        latest = self._pending.setdefault(binding, {})
         for record in records:
-            combined[record.key] = orjson.loads(record.value)
+            latest[record.key] = record
         if records:
             last = records[-1]
             self._through[TopicPartition(last.topic, last.partition)] = last.offset + 1
@@ -93,7 +92,7 @@ class BatchingSink(Sink):
     async def flush(self) -> dict[TopicPartition, int]:
         if not self._through:
             return {}
-        batch = {b: list(docs.values()) for b, docs in self._pending.items() if docs}
+        batch = {b: list(latest.values()) for b, latest in self._pending.items() if latest}
         through = self._through
         await self.write(batch, through)
         self._pending, self._through = {}, {}
@@ -101,6 +100,8 @@ class BatchingSink(Sink):
 
     @abstractmethod
     async def write(
-        self, batch: Mapping[BindingSpec, list[Any]], through: Mapping[TopicPartition, int]
+        self,
+        batch: Mapping[BindingSpec, list[ConsumerRecord]],
+        through: Mapping[TopicPartition, int],
     ) -> None:
-        """Write each binding's documents (one per key) and the checkpoint, atomically."""
+        """Write each binding's records (the last one per key) and the checkpoint, atomically."""

@@ -40,14 +40,15 @@ class Shape:
 
     columns: tuple[tuple[str, str], ...]
     key: tuple[str, ...]
-    row: Callable[[bytes | None, Any], Row]
-    """(record key, document) -> values in column order."""
+    row: Callable[[bytes | None, Any, str], Row]
+    """(record key, document, its JSON text) -> values in column order."""
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# `document` columns take the record's own JSON text: no second encoding.
 # Timestamps go to Postgres as the documents' RFC 3339 text; it parses the offsets itself.
 SHAPES: Mapping[str, Shape] = {
     "segment/memberships": Shape(
@@ -62,7 +63,7 @@ SHAPES: Mapping[str, Shape] = {
             ("document", "jsonb"),
         ),
         key=("vendor", "segment_name", "user_id"),
-        row=lambda _, d: (
+        row=lambda _, d, text: (
             d["segment"]["vendor"],
             d["segment"]["name"],
             d["user"],
@@ -70,14 +71,14 @@ SHAPES: Mapping[str, Shape] = {
             d["last"],
             d["member"],
             d.get("value"),
-            _json(d),
+            text,
         ),
     ),
     # `segments` is json, not jsonb, so `json_array_elements(segments)` works as analysts write it.
     "segment/profiles": Shape(
         columns=(("user_id", "text"), ("segments", "json"), ("document", "jsonb")),
         key=("user_id",),
-        row=lambda _, d: (d["user"], _json(d["segments"]), _json(d)),
+        row=lambda _, d, text: (d["user"], _json(d["segments"]), text),
     ),
     "segment/toggles": Shape(
         columns=(
@@ -91,7 +92,7 @@ SHAPES: Mapping[str, Shape] = {
             ("document", "jsonb"),
         ),
         key=("event",),
-        row=lambda _, d: (
+        row=lambda _, d, text: (
             d["event"],
             d["user"],
             d["segment"]["vendor"],
@@ -99,7 +100,7 @@ SHAPES: Mapping[str, Shape] = {
             bool(d.get("remove")),
             d["timestamp"],
             d["previous"]["event"],
-            _json(d),
+            text,
         ),
     ),
 }
@@ -107,18 +108,9 @@ SHAPES: Mapping[str, Shape] = {
 GENERIC = Shape(
     columns=(("key", "text"), ("document", "jsonb")),
     key=("key",),
-    row=lambda key, d: (key.decode() if key is not None else None, _json(d)),
+    row=lambda key, _, text: (key.decode() if key is not None else None, text),
 )
 """A collection without its own shape: the record key and the whole document."""
-
-
-@dataclass(frozen=True)
-class _Sourced:
-    """A combined document with the record key and partition it came from."""
-
-    key: bytes | None
-    partition: TopicPartition | None
-    doc: Any
 
 
 class PostgresSink(BatchingSink):
@@ -170,22 +162,12 @@ class PostgresSink(BatchingSink):
             stored = await self._checkpoints(conn, partitions)
         return {tp: stored.get(tp) for tp in partitions}
 
-    async def apply(self, binding: BindingSpec, records: Sequence[ConsumerRecord]) -> None:
-        await super().apply(binding, records)
-        combined = self._pending[binding]
-        for record in records:
-            doc = combined[record.key]
-            if not isinstance(doc, _Sourced):
-                tp = TopicPartition(record.topic, record.partition)
-                combined[record.key] = _Sourced(record.key, tp, doc)
-
     async def write(
-        self, batch: Mapping[BindingSpec, list[Any]], through: Mapping[TopicPartition, int]
+        self,
+        batch: Mapping[BindingSpec, list[ConsumerRecord]],
+        through: Mapping[TopicPartition, int],
     ) -> None:
-        """Merge every binding's documents and move the checkpoint, in one transaction.
-
-        Documents may be plain (no known key or partition) or as `apply` keeps them.
-        """
+        """Merge every binding's records and move the checkpoint, in one transaction."""
         conn = await self._connection()
         async with conn.transaction():
             # Per-partition locks, in one order, fence concurrent writers of the same partition.
@@ -196,9 +178,8 @@ class PostgresSink(BatchingSink):
                 )
             stored = await self._checkpoints(conn, list(through))
             done = {tp for tp, end in through.items() if stored.get(tp, -1) >= end}
-            for index, (binding, docs) in enumerate(batch.items()):
-                entries = [d if isinstance(d, _Sourced) else _Sourced(None, None, d) for d in docs]
-                fresh = [e for e in entries if e.partition not in done]
+            for index, (binding, records) in enumerate(batch.items()):
+                fresh = [r for r in records if (r.topic, r.partition) not in done]
                 if fresh:
                     await self._merge(conn, binding, fresh, f"segflow_stage_{index}")
             fresh_through = [(tp, end) for tp, end in through.items() if tp not in done]
@@ -221,7 +202,7 @@ class PostgresSink(BatchingSink):
         self,
         conn: psycopg.AsyncConnection[Any],
         binding: BindingSpec,
-        entries: list[_Sourced],
+        records: list[ConsumerRecord],
         stage: str,
     ) -> None:
         shape = _shape(binding)
@@ -229,14 +210,16 @@ class PostgresSink(BatchingSink):
         names = [name for name, _ in shape.columns]
         key_at = [names.index(k) for k in shape.key]
         rows: dict[Row, Row] = {}
-        for entry in entries:
+        for record in records:
             try:
-                row = shape.row(entry.key, entry.doc)
-            except (KeyError, TypeError, AttributeError) as exc:
+                text = record.value.decode()
+                row = shape.row(record.key, orjson.loads(text), text)
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
                 raise DocumentError(
-                    f"table '{table}' (from '{binding.source}'): document with key"
-                    f" {entry.key!r} does not fit its columns ({type(exc).__name__}: {exc}):"
-                    f" {entry.doc!r:.200}"
+                    f"table '{table}' (from '{binding.source}'): document at"
+                    f" {record.topic}[{record.partition}]@{record.offset} with key"
+                    f" {record.key!r} does not fit its columns ({type(exc).__name__}: {exc}):"
+                    f" {record.value!r:.200}"
                 ) from exc
             # Two record keys naming the same row: the later wins, as the upsert would.
             rows[tuple(row[i] for i in key_at)] = row

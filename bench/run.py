@@ -50,8 +50,8 @@ from bench.harness.workload import (
 )
 from pipeline.batches import BatchWriter
 from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
+from pipeline.pointers import encode_key
 from pipeline.produce import make_producer
-from pipeline.task import encode_key
 from pipeline.topics import partition_for
 
 PROBE_VENDOR = 9999

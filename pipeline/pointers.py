@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 MISSING: Any = object()
 """Returned by `get` when a location does not exist in a document."""
 
@@ -74,3 +76,42 @@ def key_getter(pointers: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
         g1, g2, g3 = getters
         return lambda doc: (g1(doc), g2(doc), g3(doc))
     return lambda doc: tuple(g(doc) for g in getters)
+
+
+def encode_key(values: tuple[Any, ...]) -> bytes:
+    """Key bytes for state, changelog and topics: the JSON array of the key's values."""
+    return orjson.dumps([None if v is MISSING else v for v in values])
+
+
+def key_encoder(pointers: Sequence[str]) -> Callable[[Any], bytes]:
+    """`encode_key` of the values at `pointers`: fast when every value is present (hot path)."""
+    getter = key_getter(pointers)
+
+    def slow(doc: Any) -> bytes:
+        return encode_key(getter(doc))
+
+    paths = [parse(p) for p in pointers]
+    if not paths or any(not 1 <= len(path) <= 2 for path in paths):
+        return slow
+    dumps = orjson.dumps
+    # A missing name raises KeyError; a value that is not an object, TypeError. Either way the
+    # slow path answers (with null where a value is missing), as `key_getter` would.
+    if len(paths) == 1 and len(paths[0]) == 1:
+        ((a,),) = paths
+
+        def one(doc: Any) -> bytes:
+            try:
+                return dumps([doc[a]])
+            except (KeyError, TypeError):
+                return slow(doc)
+
+        return one
+    lookups = [(path[0], path[1] if len(path) == 2 else None) for path in paths]
+
+    def many(doc: Any) -> bytes:
+        try:
+            return dumps([doc[a] if b is None else doc[a][b] for a, b in lookups])
+        except (KeyError, TypeError):
+            return slow(doc)
+
+    return many

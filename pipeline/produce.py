@@ -14,7 +14,6 @@ from aiokafka import AIOKafkaProducer
 from pipeline import pointers
 from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
-from pipeline.task import encode_key
 from pipeline.topics import Names, partition_for
 
 RECEIVED_AT = "segflow.received-at"
@@ -50,7 +49,7 @@ class CollectionWriter:
         partition_by = derivations[0].shuffle if derivations else spec.key
         self.topic = names.collection(collection)
         self.partitions = spec.partitions
-        self.key = pointers.key_getter(partition_by)
+        self.key = pointers.key_encoder(partition_by)
         self.producer = producer
         self.producer_id = producer_id.encode()
 
@@ -59,7 +58,7 @@ class CollectionWriter:
 
     def _place(self, doc: Any) -> tuple[bytes, int]:
         """The record key and partition of a document: those of its shuffle key."""
-        key = encode_key(self.key(doc))
+        key = self.key(doc)
         return key, partition_for(key, self.partitions)
 
     async def send(self, doc: Any, raw: bytes | None = None) -> asyncio.Future[Any]:

@@ -1,7 +1,12 @@
 """The derivations of one source collection, run over a batch of one shuffle partition.
 
 Everything per key is combined in memory: each register and each derived document is read from
-RocksDB at most once per batch, updated by every event in arrival order, and written once.
+RocksDB at most once per batch and written once. Registers are updated event by event (each
+event's `publish` sees the register before and after it). A reduced document is not: the batch's
+documents of a key are reduced among themselves, in arrival order, and the result merged into the
+stored document once at the end. Reduction is associative (tested for every strategy), so that
+equals merging event by event, and a large document (a profile with many segments) costs one
+merge per key and batch instead of one per event.
 """
 
 from __future__ import annotations
@@ -20,11 +25,6 @@ from pipeline.reduce import Reducer, compile_reducer
 from pipeline.state import Changes, PartitionState
 
 DEDUP = b"d:"
-
-
-def encode_key(values: tuple[Any, ...]) -> bytes:
-    """Key bytes for state, changelog and topics: the JSON array of the key's values."""
-    return orjson.dumps([None if v is pointers.MISSING else v for v in values])
 
 
 def root_strategy(spec: CollectionSpec) -> str:
@@ -46,7 +46,7 @@ class Output:
 
     spec: CollectionSpec
     topic: str
-    key: Callable[[Any], tuple[Any, ...]]
+    key: Callable[[Any], bytes]
     reducer: Reducer | None
     """None when documents replace each other whole (lastWriteWins): no state needed."""
     prefix: bytes
@@ -58,7 +58,7 @@ class Derivation:
     publish: Callable[[Any, Any, Any], list[Any]]
     output: Output
     update: Callable[[Any], list[Any]] | None = None
-    register_key: Callable[[Any], tuple[Any, ...]] | None = None
+    register_key: Callable[[Any], bytes] | None = None
     register_reducer: Reducer | None = None
     register_prefix: bytes = b""
 
@@ -81,8 +81,8 @@ class DerivationTask:
         self.source = catalog.collections[source]
         self.derivations: list[Derivation] = []
         specs = catalog.derivations_from(source)
-        self.shuffle_key = pointers.key_getter(specs[0].shuffle)
-        self.dedup_key = pointers.key_getter(self.source.key)
+        self.shuffle_key = pointers.key_encoder(specs[0].shuffle)
+        self.dedup_key = pointers.key_encoder(self.source.key)
         self.dedup_window_ms = (
             int(self.source.dedup_window * 1000) if self.source.dedup_window is not None else None
         )
@@ -95,7 +95,7 @@ class DerivationTask:
                 output = Output(
                     spec=target,
                     topic=topic_of(target.name),
-                    key=pointers.key_getter(target.key),
+                    key=pointers.key_encoder(target.key),
                     reducer=compile_reducer(target.schema) if stateful else None,
                     prefix=b"c%d:" % len(outputs),
                 )
@@ -104,7 +104,7 @@ class DerivationTask:
             derivation = Derivation(spec=spec, publish=transform.publish, output=output)
             if spec.register is not None:
                 derivation.update = transform.update
-                derivation.register_key = pointers.key_getter(spec.register.key)
+                derivation.register_key = pointers.key_encoder(spec.register.key)
                 derivation.register_reducer = compile_reducer(spec.register.schema)
                 derivation.register_prefix = b"r%d:" % i
             self.derivations.append(derivation)
@@ -120,33 +120,21 @@ class DerivationTask:
         self, items: Sequence[tuple[Any, int]], state: PartitionState
     ) -> BatchResult:
         """Run every derivation over (document, record timestamp in ms) pairs, in arrival order."""
-        result = BatchResult()
+        result = BatchResult(events=len(items))
+        if self.dedup_window_ms is not None:
+            items = self._deduplicate(items, state, result)
         registers: dict[bytes, Any] = {}
-        # Reduced documents: one per key per batch. Whole documents (no reducer): every one, in
-        # arrival order, even for a key seen twice (an event toggling again after the window).
-        documents: dict[bytes, tuple[Output, bytes, Any]] = {}
+        # Reduced outputs: the batch's documents of each key, reduced among themselves. Whole
+        # documents (no reducer): every one, in arrival order, even for a key seen twice (an
+        # event toggling again after the window).
+        combined: dict[bytes, tuple[Output, bytes, Any]] = {}
         published = result.documents
-        seen: dict[bytes, int] = {}
-        window = self.dedup_window_ms
-        for source, timestamp in items:
-            result.events += 1
-            if window is not None:
-                dedup_key = DEDUP + encode_key(self.dedup_key(source))
-                first = seen.get(dedup_key)
-                if first is None:
-                    stored = state.get(dedup_key)
-                    first = int.from_bytes(stored, "big") if stored is not None else None
-                if first is not None and timestamp - first <= window:
-                    result.redeliveries += 1
-                    continue
-                seen[dedup_key] = timestamp
+        for source, _ in items:
             for derivation in self.derivations:
                 register = previous = None
                 if derivation.update is not None:
                     assert derivation.register_key and derivation.register_reducer
-                    reg_key = derivation.register_prefix + encode_key(
-                        derivation.register_key(source)
-                    )
+                    reg_key = derivation.register_prefix + derivation.register_key(source)
                     if reg_key in registers:
                         previous = registers[reg_key]
                     else:
@@ -162,26 +150,48 @@ class DerivationTask:
                     registers[reg_key] = register
                 output = derivation.output
                 for doc in derivation.publish(source, register, previous):
-                    key = encode_key(output.key(doc))
+                    key = output.key(doc)
                     if output.reducer is None:
                         published.append((output, key, orjson.dumps(doc)))
                         continue
                     state_key = output.prefix + key
-                    current = documents.get(state_key)
-                    if current is None:
-                        stored = state.get(state_key)
-                        if stored is not None:
-                            doc = output.reducer(orjson.loads(stored), doc)
-                    else:
-                        doc = output.reducer(current[2], doc)
-                    documents[state_key] = (output, key, doc)
+                    earlier = combined.get(state_key)
+                    if earlier is not None:
+                        doc = output.reducer(earlier[2], doc)
+                    combined[state_key] = (output, key, doc)
         changes = result.changes
-        for dedup_key, timestamp in seen.items():
-            changes[dedup_key] = timestamp.to_bytes(8, "big")
         for reg_key, register in registers.items():
             changes[reg_key] = orjson.dumps(register)
-        for state_key, (output, key, doc) in documents.items():
+        state_keys = list(combined)
+        for state_key, stored in zip(state_keys, state.get_many(state_keys), strict=True):
+            output, key, doc = combined[state_key]
+            if stored is not None:
+                assert output.reducer is not None
+                doc = output.reducer(orjson.loads(stored), doc)
             value = orjson.dumps(doc)
             changes[state_key] = value
             published.append((output, key, value))
         return result
+
+    def _deduplicate(
+        self, items: Sequence[tuple[Any, int]], state: PartitionState, result: BatchResult
+    ) -> list[tuple[Any, int]]:
+        """Drop redeliveries: events whose key was accepted within the window before them."""
+        assert self.dedup_window_ms is not None
+        window = self.dedup_window_ms
+        accepted: dict[bytes, int] = {}
+        kept = []
+        for item in items:
+            key = DEDUP + self.dedup_key(item[0])
+            first = accepted.get(key)
+            if first is None:
+                stored = state.get(key)
+                first = int.from_bytes(stored, "big") if stored is not None else None
+            if first is not None and item[1] - first <= window:
+                result.redeliveries += 1
+                continue
+            accepted[key] = item[1]
+            kept.append(item)
+        for key, timestamp in accepted.items():
+            result.changes[key] = timestamp.to_bytes(8, "big")
+        return kept

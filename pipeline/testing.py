@@ -21,9 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pipeline import pointers
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError, TestFileError
+from pipeline.pointers import encode_key
 from pipeline.read import current_documents
 from pipeline.settings import Settings
-from pipeline.task import encode_key
 from pipeline.topics import Names, ensure_topics, pipeline_topics
 from pipeline.validation import Validator
 from pipeline.worker import Worker

@@ -32,7 +32,7 @@ from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost, SegflowError
 from pipeline.settings import Settings
 from pipeline.state import PartitionState, add_changelog, restore
-from pipeline.task import DerivationTask, encode_key
+from pipeline.task import DerivationTask
 from pipeline.topics import (
     Names,
     ensure_topics,
@@ -300,7 +300,7 @@ class Worker:
             if problems:
                 self._dead_letter(writer, source, record, problems)
                 continue
-            key = encode_key(shuffle_key(doc))
+            key = shuffle_key(doc)
             partition = partition_for(key, partitions)
             if partition == tp.partition:
                 here.append((doc, record.timestamp))

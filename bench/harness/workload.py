@@ -21,8 +21,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from pipeline.batches import BatchWriter
 from pipeline.generate import EventGenerator, Mix
+from pipeline.pointers import encode_key
 from pipeline.produce import make_producer
-from pipeline.task import encode_key
 from pipeline.topics import TOPIC_CONFIG, partition_for
 from tests.fixtures.events import reference
 

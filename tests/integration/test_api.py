@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from pipeline.api import UNEXPECTED, make_app, serve
 from pipeline.errors import SegflowError
 from pipeline.keys import KeyStore, add_keys_parser, create_key, hash_key, list_keys, revoke_key
+from pipeline.pointers import encode_key
 from pipeline.produce import PRODUCER, RECEIVED_AT, make_producer
 from pipeline.settings import Settings
-from pipeline.task import encode_key
 from pipeline.topics import partition_for, read_to_end
 from pipeline.validation import Validator
 from tests.fixtures.events import generate

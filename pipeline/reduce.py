@@ -93,15 +93,46 @@ def _sort_key_function(key: Sequence[str] | None) -> Callable[[Any], SortKey]:
     """Order items by the values at `key` (pointers relative to the item), or by the whole item."""
     if key is None:
         return lambda item: (_order(item),)
-    getters = [pointers.value_getter(pointers.parse(p)) for p in key]
+    paths = [pointers.parse(p) for p in key]
+    getters = [pointers.value_getter(path) for path in paths]
     order = _order
+    slow: Callable[[Any], SortKey]
     if len(getters) == 1:
         (g1,) = getters
-        return lambda item: (order(g1(item)),)
-    if len(getters) == 2:
+        slow = lambda item: (order(g1(item)),)  # noqa: E731
+    elif len(getters) == 2:
         g1, g2 = getters
-        return lambda item: (order(g1(item)), order(g2(item)))
-    return lambda item: tuple(order(g(item)) for g in getters)
+        slow = lambda item: (order(g1(item)), order(g2(item)))  # noqa: E731
+    else:
+        slow = lambda item: tuple(order(g(item)) for g in getters)  # noqa: E731
+    if len(paths) != 2 or not all(1 <= len(path) <= 2 for path in paths):
+        return slow
+    # The hot path (profiles' segments keyed by /segment/vendor and /segment/name): direct
+    # lookups, and strings ordered inline. A missing name raises KeyError, a value that is not
+    # an object TypeError; the slow path then orders MISSING as `pointers` reads it.
+    (d1, d2) = (_direct(path) for path in paths)
+
+    def fast(item: Any) -> SortKey:
+        try:
+            v1 = d1(item)
+            v2 = d2(item)
+        except (KeyError, TypeError):
+            return slow(item)
+        return (
+            (4, v1) if type(v1) is str else order(v1),
+            (4, v2) if type(v2) is str else order(v2),
+        )
+
+    return fast
+
+
+def _direct(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Read a one- or two-token path by indexing: raises instead of answering MISSING."""
+    if len(path) == 1:
+        (a,) = path
+        return lambda item: item[a]
+    a, b = path
+    return lambda item: item[a][b]
 
 
 def _first(pair: tuple[SortKey, Any]) -> SortKey:

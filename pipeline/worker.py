@@ -290,24 +290,32 @@ class Worker:
         validator = self.validators[source]
         shuffle_topic = self.names.shuffle(source)
         partitions = self.catalog.collections[source].partitions
+        # Redeliveries are often byte for byte the same record: decode, validate and key each
+        # distinct value once per batch. (Derivations never modify their source documents.)
+        known: dict[bytes, tuple[Any, bytes, int]] = {}
         for record in records:
-            problems: list[str]
-            try:
-                doc = orjson.loads(record.value) if record.value is not None else None
-                problems = validator.errors(doc)
-            except orjson.JSONDecodeError as exc:
-                problems = [f"not JSON: {exc}"]
-            if problems:
-                self._dead_letter(writer, source, record, problems)
-                continue
-            key = shuffle_key(doc)
-            partition = partition_for(key, partitions)
+            value = record.value
+            hit = known.get(value) if value is not None else None
+            if hit is not None:
+                doc, key, partition = hit
+            else:
+                problems: list[str]
+                try:
+                    doc = orjson.loads(value) if value is not None else None
+                    problems = validator.errors(doc)
+                except orjson.JSONDecodeError as exc:
+                    problems = [f"not JSON: {exc}"]
+                if problems:
+                    self._dead_letter(writer, source, record, problems)
+                    continue
+                key = shuffle_key(doc)
+                partition = partition_for(key, partitions)
+                if value is not None:
+                    known[value] = (doc, key, partition)
             if partition == tp.partition:
                 here.append((doc, record.timestamp))
             else:
-                writer.add(
-                    shuffle_topic, partition, key, record.value, record.timestamp, record.headers
-                )
+                writer.add(shuffle_topic, partition, key, value, record.timestamp, record.headers)
         self.stats.events_in += len(records)
 
     def _dead_letter(

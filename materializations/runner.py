@@ -1,16 +1,18 @@
 """Runs a catalog's materializations: a consumer per materialization feeding its sink.
 
-Commit order per batch (see `materializations.base`): apply every fetched record to the sink,
-flush it (durable at the endpoint, with the sink's own checkpoint where it keeps one), then commit
-the offsets the flush returned to the consumer group. A sink error that can be retried
-(connection lost, Postgres restarting) closes and reopens the sink and flushes again, without
-fetching more; nothing is acknowledged before it is durable.
+Commit order: apply every fetched record to the sink; once `SEGFLOW_SINK_INTERVAL_MS` has passed
+since the first record not yet flushed (or sooner, after a full batch), flush the sink (durable
+at the endpoint, with the sink's own checkpoint where it keeps one), then commit the offsets the
+flush returned to the consumer group. A sink error that can be retried (connection lost,
+Postgres restarting) closes and reopens the sink and flushes again, without fetching more;
+nothing is acknowledged before it is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -67,6 +69,10 @@ class Materializer:
         self.topics = {self.names.collection(b.source): b for b in spec.bindings}
         self.sink = make_sink(spec, self.topics, self._dead_letter)
         self.flushed: dict[TopicPartition, int] = {}
+        self.records = 0
+        """Records applied to the sink so far."""
+        self.flushes = 0
+        """Flushes that made something durable."""
 
     async def _dead_letter(self, body: bytes, headers: dict[str, str]) -> None:
         await self.producer.send_and_wait(
@@ -91,13 +97,23 @@ class Materializer:
                 ]
                 consumer.assign(partitions)
                 await self.seek(consumer, partitions)
+            loop = asyncio.get_running_loop()
+            interval = self.settings.sink_interval_ms / 1000
+            most = self.settings.batch_max_records
+            applied, due = 0, math.inf  # records applied since the last flush; when it is due
             while not stopping.is_set():
-                batch = await consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.batch_max_records
-                )
+                wait = min(0.2, max(0.0, due - loop.time()))
+                batch = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=most)
                 for tp, records in batch.items():
                     await self.sink.apply(self.topics[tp.topic], records)
-                await self._flush(consumer)
+                    applied += len(records)
+                self.records += sum(len(records) for records in batch.values())
+                if applied and due == math.inf:
+                    due = loop.time() + interval
+                # An idle round flushes too: the webhook sink reports deliveries there.
+                if applied >= most or loop.time() >= due or not (applied or batch):
+                    await self._flush(consumer)
+                    applied, due = 0, math.inf
                 self._backpressure(consumer)
             drain = getattr(self.sink, "drain", None)
             if drain is not None:
@@ -141,6 +157,7 @@ class Materializer:
                 await self.sink.close()
                 await self._open()
         if offsets:
+            self.flushes += 1
             self.flushed.update(offsets)
             await consumer.commit(offsets)
 

@@ -78,12 +78,18 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
                 log.info("first events processed %.1fs after start", s.first_event_at - started)
             if s.events_in != last:
                 log.info(
-                    "events in %d, derived %d (redeliveries %d), documents out %d, dead letters %d",
+                    "events in %d, derived %d (redeliveries %d), documents out %d, dead letters %d"
+                    " in %d batches; %s",
                     s.events_in,
                     s.derived_events,
                     s.redeliveries,
                     s.documents_out,
                     s.dead_letters,
+                    s.batches,
+                    ", ".join(
+                        f"{m.spec.name} {m.records} records in {m.flushes} writes"
+                        for m in worker.sinks
+                    ),
                 )
                 last = s.events_in
 

@@ -148,7 +148,7 @@ def setup(ctx: Context, impl: Impl, token: str) -> Setup:
                 "SEGFLOW_POSTGRES_SCHEMA": schema,
                 "SEGFLOW_WEBHOOK_URL": url,
                 "SEGFLOW_SESSION_TIMEOUT_MS": "2000",
-                "SEGFLOW_LOG_LEVEL": "WARNING",
+                "SEGFLOW_LOG_LEVEL": os.environ.get("BENCH_SEGFLOW_LOG_LEVEL", "WARNING"),
                 "SEGFLOW_CATALOG": str(ROOT / "catalog"),
             }
             for i in range(impl.processes)
@@ -175,7 +175,8 @@ async def cleanup(ctx: Context, s: Setup) -> None:
     await checks.drop_schema(ctx.postgres.dsn, s.schema)
     await delete_topics(ctx.broker.bootstrap, s.token)
     ctx.receiver.forget(s.token)
-    shutil.rmtree(s.state, ignore_errors=True)
+    if not ctx.args.keep:  # --keep: the state and logs stay for a look
+        shutil.rmtree(s.state, ignore_errors=True)
 
 
 def infra_cpu(ctx: Context) -> tuple[float, float]:
@@ -397,6 +398,13 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
         stopping.set()
         await poller
         latencies = [(seen[u] - t) if u in seen else math.inf for u, t in acked.items()]
+        # The worst probe of each second of the phase: shows whether the tail is a stall
+        # (start-up, a rebalance) or steady.
+        worst: dict[int, float] = {}
+        for user, t in acked.items():
+            second = int(t - begin)  # the loop's clock is time.monotonic()
+            late = seen[user] - t if user in seen else math.inf
+            worst[second] = max(worst.get(second, 0.0), late)
         finite = [x for x in latencies if math.isfinite(x)]
         unseen = len(latencies) - len(finite)
         p50 = percentile(latencies, 50) if latencies else math.nan
@@ -411,6 +419,9 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
             p50_ms=round(p50 * 1000, 1) if math.isfinite(p50) else None,
             p99_ms=round(p99 * 1000, 1) if math.isfinite(p99) else None,
             max_ms=round(max(finite) * 1000, 1) if finite else None,
+            worst_ms_by_second=[
+                round(worst[k] * 1000) if math.isfinite(worst[k]) else None for k in sorted(worst)
+            ],
         )
         if unseen:
             result["error"] = (
@@ -557,7 +568,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--events", type=int, default=200_000, help="events pre-produced per run")
     p.add_argument("--big", action="store_true", help="1,000,000 events")
     p.add_argument("--users", type=int, default=10_000, help="user cardinality")
-    p.add_argument("--reps", type=int, default=3, help="repetitions of each throughput run")
+    p.add_argument(
+        "--reps", type=int, default=3, help="repetitions of each throughput run (0: none)"
+    )
     p.add_argument(
         "--only", help="comma-separated: segflow, segflow-1p, segflow-2p, naive-faust, quix"
     )
@@ -582,8 +595,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.events = 1_000_000
     if args.timeout is None:
         args.timeout = max(300.0, args.events / 3000)
-    if args.events < 1 or args.reps < 1:
-        p.error("--events and --reps must be at least 1")
+    if args.events < 1 or args.reps < 0:
+        p.error("--events must be at least 1 and --reps at least 0")
+    if args.reps == 0 and args.skip_freshness:
+        p.error("--reps 0 with --skip-freshness leaves nothing to run")
     return args
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 from pipeline.batches import BatchWriter
 from pipeline.errors import BrokerStateLost
@@ -39,6 +39,33 @@ MARKER = b"\x00commit"
 
 Changes = dict[bytes, bytes | None]
 
+BLOCK_CACHE_BYTES = 64 << 20
+MEMTABLE_BYTES = 128 << 20
+"""RocksDB memory of a whole worker process, however many partitions it owns: one block cache,
+and memtables (charged to that cache) capped together. RocksDB's defaults (an 8 MiB cache and
+up to two 64 MiB memtables per database) grow with the partition count instead."""
+
+_shared: tuple[Cache, WriteBufferManager] | None = None
+
+
+def _options() -> Options:
+    global _shared
+    if _shared is None:
+        cache = Cache(BLOCK_CACHE_BYTES)
+        _shared = (
+            cache,
+            WriteBufferManager.new_write_buffer_manager_with_cache(MEMTABLE_BYTES, False, cache),
+        )
+    cache, memtables = _shared
+    options = Options(raw_mode=True)
+    table = BlockBasedOptions()
+    table.set_block_cache(cache)
+    table.set_bloom_filter(10, False)  # most reads are of keys the batch has not seen yet
+    options.set_block_based_table_factory(table)
+    options.set_write_buffer_manager(memtables)
+    options.set_write_buffer_size(16 << 20)
+    return options
+
 
 class PartitionState:
     """RocksDB for one partition, with the changelog and input positions it reflects."""
@@ -46,7 +73,7 @@ class PartitionState:
     def __init__(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = Rdict(str(path), options=Options(raw_mode=True))
+        self.db = Rdict(str(path), options=_options())
         meta = self.db.get(META)
         position = orjson.loads(meta) if meta else {}
         self.changelog_next: int = position.get("changelog", 0)

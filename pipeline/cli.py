@@ -60,8 +60,9 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
-    from pipeline.worker import Worker
+    from pipeline.worker import Worker, tune_gc
 
+    tune_gc()
     worker = Worker(settings, catalog, bootstrap=bootstrap)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

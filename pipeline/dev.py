@@ -17,7 +17,7 @@ from pipeline.produce import CollectionWriter, make_producer
 from pipeline.progress import Progress
 from pipeline.settings import Settings
 from pipeline.topics import Names
-from pipeline.worker import Worker
+from pipeline.worker import Worker, tune_gc
 
 log = logging.getLogger("segflow.dev")
 
@@ -76,6 +76,7 @@ async def _run(
     receiver_port: int | None,
     api_port: int,
 ) -> None:
+    tune_gc()
     worker = Worker(settings, catalog, bootstrap=bootstrap)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ input positions. Materializations run beside it (`materializations.runner`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +73,19 @@ class Progress:
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         async with self.changed:
             await self.changed.wait_for(predicate)
+
+
+def tune_gc() -> None:
+    """Make CPython's cyclic garbage collector fit a worker process; call once at start.
+
+    Each event allocates dozens of short-lived dicts and lists, none of them in reference
+    cycles. At the default threshold (a collection every 700 allocations) the collector ran
+    every few events and took ~10% of the hot path (measured with bench-like batches). Objects
+    built at start-up are frozen so that full collections skip them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 class Worker:

@@ -134,8 +134,7 @@ def add_changelog(
     source_next: int,
 ) -> None:
     """Add a batch's changes and then its marker; the marker is the partition's last record."""
-    for key, value in changes.items():
-        writer.add(tp.topic, tp.partition, key, value)
+    writer.add_many(tp.topic, tp.partition, changes.items())
     writer.add(tp.topic, tp.partition, MARKER, marker(input_next, source_next))
 
 

@@ -383,8 +383,12 @@ class Worker:
             state = self.states[owner]
             task = self.tasks[self.source_of_shuffle[owner.topic]]
             result = task.process_documents(items, state)
-            for output, key, value in result.documents:
-                writer.add(output.topic, owner.partition % output.spec.partitions, key, value)
+            for output in task.outputs:
+                writer.add_many(
+                    output.topic,
+                    owner.partition % output.spec.partitions,
+                    ((key, value) for out, key, value in result.documents if out is output),
+                )
             results.append((owner, state, result))
         if not results:
             return

@@ -1,0 +1,40 @@
+"""BatchWriter against the embedded broker: what is added arrives, in order, with true ends."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import TopicPartition
+
+from pipeline.batches import BatchWriter
+from pipeline.produce import make_producer
+from pipeline.topics import TOPIC_CONFIG, ensure_topics, read_to_end
+
+pytestmark = pytest.mark.integration
+
+
+async def test_add_and_add_many_arrive_in_order_across_full_batches(broker: str) -> None:
+    topic = f"batches-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker, {topic: (2, dict(TOPIC_CONFIG))})
+    producer = make_producer(broker)
+    await producer.start()
+    try:
+        writer = BatchWriter(producer)
+        writer.add(topic, 0, b"first", b"0")
+        # ~3 MiB: more than one 1 MiB batch, so add_many must start new batches on its own.
+        big = [(b"k%d" % i, b"%d" % i + b"x" * 1000) for i in range(3000)]
+        writer.add_many(topic, 0, big)
+        writer.add_many(topic, 1, [])  # nothing: no empty batch is sent
+        writer.add(topic, 1, None, b"only")
+        ends = await writer.flush()
+    finally:
+        await producer.stop()
+    assert ends == {TopicPartition(topic, 0): 3001, TopicPartition(topic, 1): 1}
+    got: dict[int, list[tuple[bytes | None, bytes]]] = {0: [], 1: []}
+    starts = {TopicPartition(topic, 0): 0, TopicPartition(topic, 1): 0}
+    async for records in read_to_end(broker, starts):
+        for r in records:
+            got[r.partition].append((r.key, r.value))
+    assert got[0] == [(b"first", b"0"), *big]
+    assert got[1] == [(None, b"only")]

@@ -443,6 +443,10 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
     return result
 
 
+MEMORY = ROOT / "bench" / "memory.json"
+"""`python -m bench.memory`'s result, reported with the targets (it is too slow for every run)."""
+
+
 # --- The command -------------------------------------------------------------------------------
 
 
@@ -548,11 +552,13 @@ async def amain(args: argparse.Namespace) -> int:
             "expected_rows": want.counts(),
             "expected_toggles": want.toggle_ids,
             "reps": args.reps,
+            "timeout_s": args.timeout,
             "freshness_rate": None if args.skip_freshness else args.rate,
             "freshness_seconds": None if args.skip_freshness else args.freshness_seconds,
         },
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=round(time.monotonic() - t0, 1),
+        memory=orjson.loads(MEMORY.read_bytes()) if MEMORY.exists() else None,
     )
     print()
     print(report.terminal_table(results))

@@ -48,11 +48,12 @@ def _t(schema: str, name: str) -> sql.Identifier:
 
 
 async def progress(conn: psycopg.AsyncConnection[Any], schema: str) -> Progress:
-    """Counts (one scan per table); zeros while the tables do not exist yet."""
+    """Counts (one scan per table: polled every 100 ms, it loads Postgres for every
+    implementation alike); zeros while the tables do not exist yet."""
     query = sql.SQL(
-        "select (select count(*) from {m}), (select count(*) filter (where member) from {m}),"
-        " (select coalesce(sum(floor(extract(epoch from last))::bigint), 0) from {m}),"
-        " (select count(*) from {p}), (select count(*) from {t})"
+        "select m.*, (select count(*) from {p}), (select count(*) from {t}) from"
+        " (select count(*), count(*) filter (where member),"
+        " coalesce(sum(floor(extract(epoch from last))::bigint), 0) from {m}) as m"
     ).format(m=_t(schema, "memberships"), p=_t(schema, "profiles"), t=_t(schema, "toggles"))
     try:
         cur = await conn.execute(query)

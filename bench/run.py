@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -465,7 +466,22 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "packages": packages(),
     }
+
+
+PACKAGES = ("aiokafka", "faust-streaming", "quixstreams", "psycopg", "rocksdict", "orjson")
+
+
+def packages() -> dict[str, str | None]:
+    """Versions of the libraries the implementations run on (peers move with them)."""
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def line(r: dict[str, Any]) -> str:

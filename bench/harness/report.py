@@ -331,6 +331,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
 def write_docs(results: dict[str, Any], md: Path, png: Path) -> None:
     chart(results, png)
     m, w = results["machine"], results["workload"]
+    versions = (m.get("packages") or {}).items()
+    libraries = ", ".join(f"{k} {v}" for k, v in versions if v) or "not recorded"
     table = [HEADER, *_rows(results)]
     md_table = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(HEADER)]
     md_table += ["| " + " | ".join(r) + " |" for r in table[1:]]
@@ -372,6 +374,7 @@ Machine: {m["cores"]} cores ({m["cpu"] or "unknown CPU"}), {m["memory_gib"]} GiB
 Python {m["python"]}, {m["platform"]}. Broker, Postgres, the implementation and the harness all
 share this machine; load average when the benchmark started: {m.get("load_avg_at_start")}
 (other work on the machine makes figures noisy).
+Libraries: {libraries}.
 
 ## Results
 

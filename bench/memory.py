@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from bench.harness.procs import ROOT, launch
+from bench.harness.procs import ROOT, launch, segflow_env
 from bench.harness.receiver import Receiver
 from bench.harness.workload import create_topic, encode, mix, produce
 from pipeline.embedded import start_broker, start_postgres
@@ -53,17 +53,9 @@ async def amain(args: argparse.Namespace) -> int:
         await create_topic(broker.bootstrap, topic)
         await produce(broker.bootstrap, topic, records)
         del records
-        env = {
-            "SEGFLOW_BROKER": broker.bootstrap,
-            "SEGFLOW_TOPIC_PREFIX": "memory.",
-            "SEGFLOW_DATA_DIR": str(tmp / "state"),
-            "SEGFLOW_POSTGRES": pg.dsn,
-            "SEGFLOW_POSTGRES_SCHEMA": "memory",
-            "SEGFLOW_WEBHOOK_URL": receiver.url("memory"),
-            "SEGFLOW_SESSION_TIMEOUT_MS": "2000",
-            "SEGFLOW_LOG_LEVEL": "WARNING",
-            "SEGFLOW_CATALOG": str(ROOT / "catalog"),
-        }
+        env = segflow_env(
+            broker.bootstrap, "memory.", tmp / "state", pg.dsn, "memory", receiver.url("memory")
+        )
         started = time.monotonic()
         worker = launch("pipeline.cli worker", [env], tmp / "logs")
         conn = await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True)

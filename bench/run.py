@@ -36,7 +36,7 @@ from psycopg import sql
 
 from bench.harness import check as checks
 from bench.harness import report
-from bench.harness.procs import ROOT, Launched, launch, postmaster, total_cpu
+from bench.harness.procs import ROOT, Launched, launch, postmaster, segflow_env, total_cpu
 from bench.harness.receiver import Receiver
 from bench.harness.workload import (
     PARTITIONS,
@@ -141,17 +141,9 @@ def setup(ctx: Context, impl: Impl, token: str) -> Setup:
     if impl.segflow:
         prefix = f"{token}."
         envs = [
-            {
-                "SEGFLOW_BROKER": ctx.broker.bootstrap,
-                "SEGFLOW_TOPIC_PREFIX": prefix,
-                "SEGFLOW_DATA_DIR": str(state / f"p{i}"),
-                "SEGFLOW_POSTGRES": ctx.postgres.dsn,
-                "SEGFLOW_POSTGRES_SCHEMA": schema,
-                "SEGFLOW_WEBHOOK_URL": url,
-                "SEGFLOW_SESSION_TIMEOUT_MS": "2000",
-                "SEGFLOW_LOG_LEVEL": os.environ.get("BENCH_SEGFLOW_LOG_LEVEL", "WARNING"),
-                "SEGFLOW_CATALOG": str(ROOT / "catalog"),
-            }
+            segflow_env(
+                ctx.broker.bootstrap, prefix, state / f"p{i}", ctx.postgres.dsn, schema, url
+            )
             for i in range(impl.processes)
         ]
         return Setup(token, f"{prefix}segment.events", schema, envs, state)
@@ -336,12 +328,16 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
 
         future.add_done_callback(on_ack)
 
+    async def look() -> None:
+        """Note when each probe's row is first visible (the time the query was sent)."""
+        asked = time.monotonic()
+        cur = await conn.execute(probes_query, (PROBE_VENDOR, PROBE_SEGMENT))
+        for (user,) in await cur.fetchall():
+            seen.setdefault(user, asked)
+
     async def poll_probes() -> None:
         while not stopping.is_set():
-            asked = time.monotonic()
-            cur = await conn.execute(probes_query, (PROBE_VENDOR, PROBE_SEGMENT))
-            for (user,) in await cur.fetchall():
-                seen.setdefault(user, asked)
+            await look()
             await asyncio.sleep(0.015)
 
     try:
@@ -358,9 +354,7 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
             with contextlib.suppress(
                 psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName
             ):
-                cur = await conn.execute(probes_query, (PROBE_VENDOR, PROBE_SEGMENT))
-                for (user,) in await cur.fetchall():
-                    seen.setdefault(user, time.monotonic())
+                await look()
             await asyncio.sleep(0.1)
         result["ready_s"] = round(seen["probe-warmup"] - started, 2)
         seen.clear()

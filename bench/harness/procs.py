@@ -75,6 +75,24 @@ class Launched:
         return "\n".join(out)
 
 
+def segflow_env(
+    broker: str, prefix: str, data_dir: Path, dsn: str, schema: str, webhook_url: str
+) -> dict[str, str]:
+    """The environment of one `segflow worker` under the harness (log level: WARNING, or
+    `BENCH_SEGFLOW_LOG_LEVEL`)."""
+    return {
+        "SEGFLOW_BROKER": broker,
+        "SEGFLOW_TOPIC_PREFIX": prefix,
+        "SEGFLOW_DATA_DIR": str(data_dir),
+        "SEGFLOW_POSTGRES": dsn,
+        "SEGFLOW_POSTGRES_SCHEMA": schema,
+        "SEGFLOW_WEBHOOK_URL": webhook_url,
+        "SEGFLOW_SESSION_TIMEOUT_MS": "2000",
+        "SEGFLOW_LOG_LEVEL": os.environ.get("BENCH_SEGFLOW_LOG_LEVEL", "WARNING"),
+        "SEGFLOW_CATALOG": str(ROOT / "catalog"),
+    }
+
+
 def launch(module: str, envs: list[dict[str, str]], log_dir: Path) -> Launched:
     """`python -m module` once per environment, from the repository root."""
     import sys

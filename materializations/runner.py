@@ -107,7 +107,7 @@ class Materializer:
                 for tp, records in batch.items():
                     await self.sink.apply(self.topics[tp.topic], records)
                     applied += len(records)
-                self.records += sum(len(records) for records in batch.values())
+                    self.records += len(records)
                 if applied and due == math.inf:
                     due = loop.time() + interval
                 # An idle round flushes too: the webhook sink reports deliveries there.

@@ -37,14 +37,7 @@ class BatchWriter:
     ) -> None:
         headers = headers if isinstance(headers, list) else list(headers)  # aiokafka wants a list
         tp = TopicPartition(topic, partition)
-        batch = self._open.get(tp)
-        if batch is None:
-            batch = self._open[tp] = self.producer.create_batch()
-        if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
-            self._full.append((tp, batch))
-            batch = self._open[tp] = self.producer.create_batch()
-            if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
-                raise SegflowError(f"a record for {topic}[{partition}] is larger than a batch")
+        self._append(tp, self._open.get(tp), key, value, timestamp_ms, headers)
 
     def add_many(
         self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
@@ -53,13 +46,29 @@ class BatchWriter:
         tp = TopicPartition(topic, partition)
         batch = self._open.get(tp)
         for key, value in records:
-            if batch is None:  # only once there is a record: an empty batch is not sent
-                batch = self._open[tp] = self.producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
-                self._full.append((tp, batch))
-                batch = self._open[tp] = self.producer.create_batch()
-                if batch.append(timestamp=None, key=key, value=value, headers=[]) is None:
-                    raise SegflowError(f"a record for {topic}[{partition}] is larger than a batch")
+            batch = self._append(tp, batch, key, value, None, [])
+
+    def _append(
+        self,
+        tp: TopicPartition,
+        batch: Any,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None,
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        """Append to `tp`'s open batch (None: none yet, so no empty batch is ever sent),
+        starting a new one when it is full; returns the batch now open for `tp`."""
+        if batch is None:
+            batch = self._open[tp] = self.producer.create_batch()
+        if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+            self._full.append((tp, batch))
+            batch = self._open[tp] = self.producer.create_batch()
+            if batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers) is None:
+                raise SegflowError(
+                    f"a record for {tp.topic}[{tp.partition}] is larger than a batch"
+                )
+        return batch
 
     def __len__(self) -> int:
         return len(self._full) + len(self._open)

@@ -19,6 +19,7 @@ values again, followed by a marker, so every later reader sees committed state o
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Mapping
@@ -45,18 +46,18 @@ MEMTABLE_BYTES = 128 << 20
 and memtables (charged to that cache) capped together. RocksDB's defaults (an 8 MiB cache and
 up to two 64 MiB memtables per database) grow with the partition count instead."""
 
-_shared: tuple[Cache, WriteBufferManager] | None = None
+
+@functools.cache
+def _memory() -> tuple[Cache, WriteBufferManager]:
+    """The process's block cache and memtable cap, made on first use."""
+    cache = Cache(BLOCK_CACHE_BYTES)
+    return cache, WriteBufferManager.new_write_buffer_manager_with_cache(
+        MEMTABLE_BYTES, False, cache
+    )
 
 
 def _options() -> Options:
-    global _shared
-    if _shared is None:
-        cache = Cache(BLOCK_CACHE_BYTES)
-        _shared = (
-            cache,
-            WriteBufferManager.new_write_buffer_manager_with_cache(MEMTABLE_BYTES, False, cache),
-        )
-    cache, memtables = _shared
+    cache, memtables = _memory()
     options = Options(raw_mode=True)
     table = BlockBasedOptions()
     table.set_block_cache(cache)

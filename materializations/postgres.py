@@ -1,15 +1,18 @@
 """The Postgres materialization: one table per binding, upserted in batches with its checkpoint.
 
-Each write is one transaction: per binding, COPY the batch into a temporary table and merge it
-into the target (`insert ... on conflict do update`), then move `segflow_checkpoints` forward.
-A failed write leaves nothing behind and is simply called again. A partition whose checkpoint is
-already at or past the batch's end (a replay after a crash, a zombie writer) is skipped, so a
-table never goes back in time.
+Each write is one transaction, sent in one round trip (psycopg's pipeline mode): per binding and
+partition, one `insert ... select ... on conflict do update` whose rows Postgres computes from a
+single JSON array parameter (the records' own text, joined), then the checkpoint moves forward.
+Python neither decodes the documents nor builds rows, and a write waits on the network once
+however many tables and partitions it covers; that matters because the worker's event loop is
+busy deriving between round trips. A failed write leaves nothing behind and is simply called
+again. A partition whose checkpoint is already at or past the batch's end (a replay after a
+crash, a zombie writer) is skipped, so a table never goes back in time. When Postgres rejects a
+batch's data, each record is checked in Python to name the one that does not fit.
 
-The temporary tables live as long as the connection (emptied at each commit): creating and
-dropping them in every transaction costs Postgres more than the rows do at a steady rate. Writes
-commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its checkpoint
-with it, so those records are simply written again from the broker; nothing is lost or doubled.
+Writes commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its
+checkpoint with it, so those records are simply written again from the broker; nothing is lost
+or doubled.
 """
 
 from __future__ import annotations
@@ -30,8 +33,6 @@ from pipeline.errors import SegflowError
 
 CHECKPOINTS = "segflow_checkpoints"
 
-Row = tuple[Any, ...]
-
 
 class DocumentError(SegflowError):
     """A document does not have the shape its table needs. Not retriable."""
@@ -40,80 +41,86 @@ class DocumentError(SegflowError):
 
 
 @dataclass(frozen=True)
+class Column:
+    """A table column and how Postgres computes it from a document `d` (json) and its record
+    key `k` (text): the value at `path` cast to `kind`, or `expression` as written."""
+
+    name: str
+    kind: str
+    path: tuple[str, ...] = ()
+    expression: str | None = None
+
+    def sql(self) -> sql.Composable:
+        # Kinds, paths and expressions come from SHAPES (constants), never from input.
+        if self.expression is not None:
+            return sql.SQL(self.expression)
+        path = sql.Literal("{" + ",".join(self.path) + "}")
+        operator = "#>" if self.kind in ("json", "jsonb") else "#>>"
+        return sql.SQL("(d {} {})::{}").format(sql.SQL(operator), path, sql.SQL(self.kind))
+
+
+DOCUMENT = Column("document", "jsonb", expression="d::jsonb")
+
+
+@dataclass(frozen=True)
 class Shape:
-    """How a collection's documents become rows: columns (name, SQL type), key, row function."""
+    """How a collection's documents become rows: columns, key, and `check`, the same in Python
+    (run only to name the record Postgres rejected)."""
 
-    columns: tuple[tuple[str, str], ...]
+    columns: tuple[Column, ...]
     key: tuple[str, ...]
-    row: Callable[[bytes | None, Any, str], Row]
-    """(record key, document, its JSON text) -> values in column order."""
+    check: Callable[[bytes | None, Any], object]
+    keyed: bool = False
+    """Whether a column needs the record key (`k`); Postgres then gets the keys as well."""
 
 
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-# `document` columns take the record's own JSON text: no second encoding.
 # Timestamps go to Postgres as the documents' RFC 3339 text; it parses the offsets itself.
 SHAPES: Mapping[str, Shape] = {
     "segment/memberships": Shape(
         columns=(
-            ("vendor", "int"),
-            ("segment_name", "text"),
-            ("user_id", "text"),
-            ("first", "timestamptz"),
-            ("last", "timestamptz"),
-            ("member", "boolean"),
-            ("value", "text"),
-            ("document", "jsonb"),
+            Column("vendor", "int", ("segment", "vendor")),
+            Column("segment_name", "text", ("segment", "name")),
+            Column("user_id", "text", ("user",)),
+            Column("first", "timestamptz", ("first",)),
+            Column("last", "timestamptz", ("last",)),
+            Column("member", "boolean", ("member",)),
+            Column("value", "text", ("value",)),
+            DOCUMENT,
         ),
         key=("vendor", "segment_name", "user_id"),
-        row=lambda _, d, text: (
-            d["segment"]["vendor"],
-            d["segment"]["name"],
-            d["user"],
-            d.get("first"),
-            d["last"],
-            d["member"],
-            d.get("value"),
-            text,
-        ),
+        check=lambda _, d: (d["segment"]["vendor"], d["segment"]["name"], d["user"], d["last"]),
     ),
     # `segments` is json, not jsonb, so `json_array_elements(segments)` works as analysts write it.
     "segment/profiles": Shape(
-        columns=(("user_id", "text"), ("segments", "json"), ("document", "jsonb")),
+        columns=(
+            Column("user_id", "text", ("user",)),
+            Column("segments", "json", ("segments",)),
+            DOCUMENT,
+        ),
         key=("user_id",),
-        row=lambda _, d, text: (d["user"], _json(d["segments"]), text),
+        check=lambda _, d: (d["user"], d["segments"]),
     ),
     "segment/toggles": Shape(
         columns=(
-            ("event", "uuid"),
-            ("user_id", "text"),
-            ("vendor", "int"),
-            ("segment_name", "text"),
-            ("remove", "boolean"),
-            ("timestamp", "timestamptz"),
-            ("previous_event", "uuid"),
-            ("document", "jsonb"),
+            Column("event", "uuid", ("event",)),
+            Column("user_id", "text", ("user",)),
+            Column("vendor", "int", ("segment", "vendor")),
+            Column("segment_name", "text", ("segment", "name")),
+            Column("remove", "boolean", expression="coalesce((d ->> 'remove')::boolean, false)"),
+            Column("timestamp", "timestamptz", ("timestamp",)),
+            Column("previous_event", "uuid", ("previous", "event")),
+            DOCUMENT,
         ),
         key=("event",),
-        row=lambda _, d, text: (
-            d["event"],
-            d["user"],
-            d["segment"]["vendor"],
-            d["segment"]["name"],
-            bool(d.get("remove")),
-            d["timestamp"],
-            d["previous"]["event"],
-            text,
-        ),
+        check=lambda _, d: (d["event"], d["timestamp"], d["previous"]["event"]),
     ),
 }
 
 GENERIC = Shape(
-    columns=(("key", "text"), ("document", "jsonb")),
+    columns=(Column("key", "text", expression="k"), DOCUMENT),
     key=("key",),
-    row=lambda key, _, text: (key.decode() if key is not None else None, text),
+    check=lambda key, _: key.decode() if key is not None else None,
+    keyed=True,
 )
 """A collection without its own shape: the record key and the whole document."""
 
@@ -126,8 +133,7 @@ class PostgresSink(BatchingSink):
         self._dsn = spec.config["dsn"]
         self._schema = spec.config["schema"]
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._staged = False
-        """Whether the current connection has its temporary tables."""
+        self._upserts: dict[BindingSpec, sql.Composed] = {}
 
     def _table(self, name: str) -> sql.Identifier:
         return sql.Identifier(self._schema, name)
@@ -136,22 +142,7 @@ class PostgresSink(BatchingSink):
         # A connection lost in a failed write is replaced on the next call.
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=False)
-            self._staged = False
         return self._conn
-
-    async def _stage(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Create the connection's temporary tables, one per binding, in their own transaction
-        (a failed write must not take them with it)."""
-        if self._staged:
-            return
-        async with conn.transaction():
-            for index, binding in enumerate(self.spec.bindings):
-                await conn.execute(
-                    sql.SQL(
-                        "create temp table {} (like {} including defaults) on commit delete rows"
-                    ).format(_stage_name(index), self._table(_table_name(binding)))
-                )
-        self._staged = True
 
     async def open(self) -> None:
         conn = await self._connection()
@@ -191,23 +182,17 @@ class PostgresSink(BatchingSink):
     ) -> None:
         """Merge every binding's records and move the checkpoint, in one transaction."""
         conn = await self._connection()
-        await self._stage(conn)
-        async with conn.transaction():
-            await conn.execute("set local synchronous_commit = off")
-            # Per-partition locks, in one order, fence concurrent writers of the same partition.
-            for tp in sorted(through):
-                await conn.execute(
-                    "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                    (f"segflow:{self.spec.name}:{tp.topic}:{tp.partition}",),
-                )
-            stored = await self._checkpoints(conn, list(through))
-            done = {tp for tp, end in through.items() if stored.get(tp, -1) >= end}
-            for binding, records in batch.items():
-                fresh = [r for r in records if (r.topic, r.partition) not in done]
-                if fresh:
-                    await self._merge(conn, binding, fresh)
-            fresh_through = [(tp, end) for tp, end in through.items() if tp not in done]
-            if fresh_through:
+        try:
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute("set local synchronous_commit = off")
+                # Per-partition locks, in one order, fence concurrent writers of a partition.
+                for tp in sorted(through):
+                    await conn.execute(
+                        "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                        (f"segflow:{self.spec.name}:{tp.topic}:{tp.partition}",),
+                    )
+                for binding, records in batch.items():
+                    await self._merge(conn, binding, records, through)
                 async with conn.cursor() as cur:
                     await cur.executemany(
                         sql.SQL(
@@ -218,42 +203,45 @@ class PostgresSink(BatchingSink):
                         ).format(self._table(CHECKPOINTS)),
                         [
                             (self.spec.name, tp.topic, tp.partition, end)
-                            for tp, end in fresh_through
+                            for tp, end in through.items()
                         ],
                     )
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            for binding, records in batch.items():
+                _check(binding, records, exc)
+            raise
 
     async def _merge(
         self,
         conn: psycopg.AsyncConnection[Any],
         binding: BindingSpec,
         records: list[ConsumerRecord],
+        through: Mapping[TopicPartition, int],
     ) -> None:
+        """Queue one upsert per partition of `records`, each skipped by Postgres if that
+        partition's checkpoint is already at or past `through`."""
         shape = _shape(binding)
-        table = _table_name(binding)
-        names = [name for name, _ in shape.columns]
-        key_at = [names.index(k) for k in shape.key]
-        rows: dict[Row, Row] = {}
+        statement = self._upserts.get(binding)
+        if statement is None:
+            statement = self._upserts[binding] = _upsert(
+                self._table(_table_name(binding)), self._table(CHECKPOINTS), shape
+            )
+        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
         for record in records:
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
+                record
+            )
+        for tp, some in by_partition.items():
             try:
-                text = record.value.decode()
-                row = shape.row(record.key, orjson.loads(text), text)
-            except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise DocumentError(
-                    f"table '{table}' (from '{binding.source}'): document at"
-                    f" {record.topic}[{record.partition}]@{record.offset} with key"
-                    f" {record.key!r} does not fit its columns ({type(exc).__name__}: {exc}):"
-                    f" {record.value!r:.200}"
-                ) from exc
-            # Two record keys naming the same row: the later wins, as the upsert would.
-            rows[tuple(row[i] for i in key_at)] = row
-        columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-        stage = _stage_name(self.spec.bindings.index(binding))
-        async with conn.cursor() as cur:
-            copy_stmt = sql.SQL("copy {} ({}) from stdin").format(stage, columns)
-            async with cur.copy(copy_stmt) as copy:
-                for row in rows.values():
-                    await copy.write_row(row)
-        await conn.execute(_upsert(self._table(table), stage, shape))
+                documents = (b"[" + b",".join([r.value for r in some]) + b"]").decode()
+            except (TypeError, UnicodeDecodeError) as exc:
+                _check(binding, some, exc)
+                raise
+            source: tuple[Any, ...] = (documents,)
+            if shape.keyed:
+                source = ([_text(r.key) for r in some], [r.value.decode() for r in some])
+            guard = (self.spec.name, tp.topic, tp.partition, through[tp])
+            await conn.execute(statement, (*source, *guard))
 
     async def _checkpoints(
         self, conn: psycopg.AsyncConnection[Any], partitions: Sequence[TopicPartition]
@@ -279,10 +267,6 @@ def _shape(binding: BindingSpec) -> Shape:
     return SHAPES.get(binding.source, GENERIC)
 
 
-def _stage_name(index: int) -> sql.Identifier:
-    return sql.Identifier(f"segflow_stage_{index}")
-
-
 def _table_name(binding: BindingSpec) -> str:
     if binding.table is None:
         raise SegflowError(f"binding of '{binding.source}': a Postgres binding needs a 'table'")
@@ -292,7 +276,7 @@ def _table_name(binding: BindingSpec) -> str:
 def _create(table: sql.Identifier, shape: Shape) -> sql.Composed:
     # Types come from SHAPES (constants), never from input, so sql.SQL on them is safe.
     columns = [
-        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in shape.columns
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind)) for c in shape.columns
     ]
     key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
     return sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
@@ -300,18 +284,66 @@ def _create(table: sql.Identifier, shape: Shape) -> sql.Composed:
     )
 
 
-def _upsert(table: sql.Identifier, stage: sql.Identifier, shape: Shape) -> sql.Composed:
-    """`insert into table select from stage on conflict (key) do update` every other column."""
-    names = [name for name, _ in shape.columns]
+def _upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
+    """One partition's documents into `table`: rows computed by Postgres from a JSON array (or,
+    for a keyed shape, arrays of record keys and documents), the last one per row key kept,
+    skipped whole when the partition's checkpoint is at or past the given end.
+
+    Parameters: the documents (keyed: keys, documents), then materialization, topic, partition,
+    end.
+    """
+    names = [column.name for column in shape.columns]
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    computed = sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
+        for column in shape.columns
+    )
+    source = sql.SQL(
+        "unnest(%s::text[], %s::text[]) with ordinality as e(k, d, n)"
+        if shape.keyed
+        else "json_array_elements(%s::json) with ordinality as e(d, n)"
+    )
+    key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n not in shape.key
     )
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
     return sql.SQL(
-        "insert into {table} ({columns}) select {columns} from {stage}"
+        "insert into {table} ({columns})"
+        " select distinct on ({key}) {columns} from ("
+        "select {computed}, n from {source}"
+        " where (select coalesce(max(next_offset), -1) from {checkpoints}"
+        " where materialization = %s and topic = %s and partition = %s) < %s"
+        ") as rows order by {key}, n desc"
         " on conflict ({key}) do update set {updates}"
-    ).format(table=table, columns=columns, stage=stage, key=key, updates=updates)
+    ).format(
+        table=table,
+        columns=columns,
+        key=key,
+        computed=computed,
+        source=source,
+        checkpoints=checkpoints,
+        updates=updates,
+    )
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode() if key is not None else None
+
+
+def _check(binding: BindingSpec, records: Sequence[ConsumerRecord], cause: BaseException) -> None:
+    """Raise DocumentError for the first record that cannot be a row of `binding`'s table;
+    return if every one can (the error was something else)."""
+    shape = _shape(binding)
+    for record in records:
+        try:
+            shape.check(record.key, orjson.loads(record.value.decode()))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise DocumentError(
+                f"table '{_table_name(binding)}' (from '{binding.source}'): document at"
+                f" {record.topic}[{record.partition}]@{record.offset} with key"
+                f" {record.key!r} does not fit its columns ({type(exc).__name__}: {exc}):"
+                f" {record.value!r:.200}"
+            ) from cause
 
 
 def load_queries(path: str | Path) -> dict[str, str]:

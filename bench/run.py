@@ -364,6 +364,8 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
         flushes: set[asyncio.Task[Any]] = set()
         records = ctx.fresh_records
         sent = probes = tick = 0
+        launched.sample()
+        cpu0 = (launched.cpu_seconds(), *infra_cpu(ctx), time.process_time())
         begin = loop.time()
         while (elapsed := loop.time() - begin) < args.freshness_seconds:
             due = min(int(elapsed * args.rate) + 1, len(records)) - sent
@@ -381,6 +383,8 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
             tick += 1
             await asyncio.sleep(max(0.0, begin + tick * 0.01 - loop.time()))
         produced_s = loop.time() - begin
+        launched.sample()
+        cpu1 = (launched.cpu_seconds(), *infra_cpu(ctx), time.process_time())
         if flushes:
             await asyncio.gather(*flushes)
         await producer.flush()
@@ -409,6 +413,13 @@ async def freshness_run(ctx: Context, impl: Impl) -> dict[str, Any]:
             events=sent,
             achieved_rate=round(sent / acks_done),
             produce_s=round(produced_s, 2),
+            # CPU seconds while producing; the harness produces and polls the probes.
+            cpu_s={
+                name: round(after - before, 2)
+                for name, before, after in zip(
+                    ("workers", "broker", "postgres", "harness"), cpu0, cpu1, strict=True
+                )
+            },
             probes=len(latencies),
             unseen=unseen,
             p50_ms=round(p50 * 1000, 1) if math.isfinite(p50) else None,
@@ -493,7 +504,8 @@ def line(r: dict[str, Any]) -> str:
         p99 = "—" if r["p99_ms"] is None else f"{r['p99_ms']:.0f} ms"
         return (
             f"  {r['impl']:<12} freshness at {r['achieved_rate']:,}/s: p50 {p50}, p99 {p99}"
-            f" ({r['probes']} probes, {r['unseen']} unseen; up in {r['ready_s']}s) {r['status']}"
+            f" ({r['probes']} probes, {r['unseen']} unseen; up in {r['ready_s']}s) {r['status']};"
+            f" CPU s {' / '.join(f'{k} {v}' for k, v in r['cpu_s'].items())}"
         )
     return f"  {r['impl']:<12} freshness: {r['status']} {r.get('error', '')}"
 

@@ -2,13 +2,14 @@
 
 Each write is one transaction, sent in one round trip (psycopg's pipeline mode): per binding and
 partition, one `insert ... select ... on conflict do update` whose rows Postgres computes from a
-single JSON array parameter (the records' own text, joined), then the checkpoint moves forward.
-Python neither decodes the documents nor builds rows, and a write waits on the network once
-however many tables and partitions it covers; that matters because the worker's event loop is
-busy deriving between round trips. A failed write leaves nothing behind and is simply called
-again. A partition whose checkpoint is already at or past the batch's end (a replay after a
-crash, a zombie writer) is skipped, so a table never goes back in time. When Postgres rejects a
-batch's data, each record is checked in Python to name the one that does not fit.
+single JSON array parameter (the records' own text, joined, parsed once), then the checkpoint
+moves forward. Python neither decodes the documents nor builds rows, and a write waits on the
+network once however many tables and partitions it covers; that matters because the worker's
+event loop is busy deriving between round trips. A failed write leaves nothing behind and is
+simply called again. A partition whose checkpoint is already at or past the batch's end (a
+replay after a crash, a zombie writer) is skipped, so a table never goes back in time. When
+Postgres rejects a batch's data, each record is checked in Python to name the one that does not
+fit.
 
 Writes commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its
 checkpoint with it, so those records are simply written again from the broker; nothing is lost
@@ -42,7 +43,7 @@ class DocumentError(SegflowError):
 
 @dataclass(frozen=True)
 class Column:
-    """A table column and how Postgres computes it from a document `d` (json) and its record
+    """A table column and how Postgres computes it from a document `d` (jsonb) and its record
     key `k` (text): the value at `path` cast to `kind`, or `expression` as written."""
 
     name: str
@@ -301,7 +302,7 @@ def _upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) ->
     source = sql.SQL(
         "unnest(%s::text[], %s::text[]) with ordinality as e(k, d, n)"
         if shape.keyed
-        else "json_array_elements(%s::json) with ordinality as e(d, n)"
+        else "jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
     )
     key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
     updates = sql.SQL(", ").join(

@@ -15,6 +15,11 @@ A crash between 1 and 3 replays the batch from the previous marker: the same doc
 produced again (same keys, same content) and no state is applied twice. Changelog records after
 the last marker are a torn batch: a restoring owner rolls them back by writing the committed
 values again, followed by a marker, so every later reader sees committed state only.
+
+Local writes skip RocksDB's write-ahead log: the changelog already is one. A crash may take the
+last writes, but never part of one (a write batch, positions included, lands whole in the
+memtable), so the state reopens at an earlier position and restoring replays the changelog from
+there.
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    Options,
+    Rdict,
+    WriteBatch,
+    WriteBufferManager,
+    WriteOptions,
+)
 
 from pipeline.batches import BatchWriter
 from pipeline.errors import BrokerStateLost
@@ -75,6 +88,10 @@ class PartitionState:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = Rdict(str(path), options=_options())
+        self._write_options = WriteOptions()
+        # The changelog is the log (module docstring). rocksdict's stub calls this a method; it
+        # is a property.
+        self._write_options.disable_wal = True  # type: ignore[assignment,method-assign]
         meta = self.db.get(META)
         position = orjson.loads(meta) if meta else {}
         self.changelog_next: int = position.get("changelog", 0)
@@ -88,10 +105,9 @@ class PartitionState:
         return value
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        values: list[bytes | None] = self.db.get(keys)  # type: ignore[arg-type,assignment]
-        return values
+        # One get per key: rocksdict's multi-get costs more per key (≈1.7 µs against ≈1 µs).
+        get = self.db.get
+        return [get(key) for key in keys]
 
     def apply(
         self,
@@ -110,7 +126,7 @@ class PartitionState:
         source_next = self.source_next if source_next is None else source_next
         position = {"changelog": changelog_next, "input": input_next, "source": source_next}
         batch.put(META, orjson.dumps(position))
-        self.db.write(batch)
+        self.db.write(batch, self._write_options)
         self.changelog_next = changelog_next
         self.input_next = input_next
         self.source_next = source_next

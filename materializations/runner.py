@@ -3,9 +3,11 @@
 Commit order: apply every fetched record to the sink; once `SEGFLOW_SINK_INTERVAL_MS` has passed
 since the first record not yet flushed (or sooner, after a full batch), flush the sink (durable
 at the endpoint, with the sink's own checkpoint where it keeps one), then commit the offsets the
-flush returned to the consumer group. A sink error that can be retried (connection lost,
-Postgres restarting) closes and reopens the sink and flushes again, without fetching more;
-nothing is acknowledged before it is durable.
+flush returned to the consumer group (at most once a second while records keep coming, and at
+once when the input goes idle, a partition is revoked or the worker stops: a crash in between
+only means some records are flushed a second time, which every sink takes). A sink error that
+can be retried (connection lost, Postgres restarting) closes and reopens the sink and flushes
+again, without fetching more; nothing is acknowledged before it is durable.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
 from pipeline.settings import Settings
-from pipeline.topics import Names, group_consumer
+from pipeline.topics import Commits, Names, group_consumer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,7 @@ class Materializer:
         self.topics = {self.names.collection(b.source): b for b in spec.bindings}
         self.sink = make_sink(spec, self.topics, self._dead_letter)
         self.flushed: dict[TopicPartition, int] = {}
+        self.commits: Commits | None = None
         self.records = 0
         """Records applied to the sink so far."""
         self.flushes = 0
@@ -84,6 +88,7 @@ class Materializer:
     async def run(self, stopping: asyncio.Event) -> None:
         group = self.names.group(f"materialize.{self.spec.name}")
         consumer = group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
+        commits = self.commits = Commits(consumer)
         await self._open()
         await consumer.start()
         try:
@@ -112,13 +117,16 @@ class Materializer:
                     due = loop.time() + interval
                 # An idle round flushes too: the webhook sink reports deliveries there.
                 if applied >= most or loop.time() >= due or not (applied or batch):
-                    await self._flush(consumer)
+                    await self._flush()
                     applied, due = 0, math.inf
+                if not batch:
+                    await commits.settle()
                 self._backpressure(consumer)
             drain = getattr(self.sink, "drain", None)
             if drain is not None:
                 await drain(10.0)
-            await self._flush(consumer)
+            await self._flush()
+            await commits.settle()
         finally:
             await consumer.stop()
             await self.sink.close()
@@ -142,7 +150,7 @@ class Materializer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def _flush(self, consumer: AIOKafkaConsumer) -> None:
+    async def _flush(self) -> None:
         delay = 0.5
         while True:
             try:
@@ -159,7 +167,8 @@ class Materializer:
         if offsets:
             self.flushes += 1
             self.flushed.update(offsets)
-            await consumer.commit(offsets)
+            assert self.commits is not None
+            await self.commits.add(offsets)
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         backlog = getattr(self.sink, "backlog", 0)
@@ -184,6 +193,11 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.materializer.commits is not None:
+            try:
+                await self.materializer.commits.settle(list(revoked))
+            except KafkaError as exc:  # the new owner flushes those records again
+                log.info("%s: offsets not committed: %s", self.materializer.spec.name, exc)
         await self.materializer.sink.revoke(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -108,6 +109,41 @@ def group_consumer(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_wait_ms=100,
     )
+
+
+class Commits:
+    """A consumer's offsets, committed at most once per `interval` seconds while records keep
+    coming, and at once when `settle()` is called (an idle poll, a revocation, stopping).
+
+    Each commit is a broker round trip and a request the broker pays for; committing once per
+    batch (ten or more times a second) bought nothing where offsets are for lag figures or
+    the checkpoint is kept elsewhere.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, interval: float = 1.0) -> None:
+        self.consumer = consumer
+        self.interval = interval
+        self.pending: dict[TopicPartition, int] = {}
+        self._last = 0.0
+
+    async def add(self, offsets: dict[TopicPartition, int]) -> None:
+        """Note offsets to commit; commit now if the last commit is `interval` old."""
+        self.pending.update(offsets)
+        if time.monotonic() - self._last >= self.interval:
+            await self.settle()
+
+    async def settle(self, partitions: Collection[TopicPartition] | None = None) -> None:
+        """Commit what is pending (only of `partitions`, when given)."""
+        offsets = {
+            tp: o for tp, o in self.pending.items() if partitions is None or tp in partitions
+        }
+        if not offsets:
+            return
+        await self.consumer.commit(offsets)
+        for tp, offset in offsets.items():
+            if self.pending.get(tp) == offset:  # not moved on while the commit was in flight
+                del self.pending[tp]
+        self._last = time.monotonic()
 
 
 class OffsetBeyondEnd(Exception):

@@ -15,6 +15,7 @@ input positions. Materializations run beside it (`materializations.runner`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from materializations.runner import Materializer
 from pipeline.batches import BatchWriter
@@ -35,6 +37,7 @@ from pipeline.settings import Settings
 from pipeline.state import PartitionState, add_changelog, restore
 from pipeline.task import DerivationTask
 from pipeline.topics import (
+    Commits,
     Names,
     ensure_topics,
     group_consumer,
@@ -124,6 +127,7 @@ class Worker:
         self.failure: Exception | None = None
         self.sinks: list[Materializer] = []
         self.producer: AIOKafkaProducer | None = None
+        self.commits: Commits | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class Worker:
             self.bootstrap, group, self.settings.session_timeout_ms, co_partitioned=True
         )
         topics = [*self.source_of_topic, *self.source_of_shuffle]
+        commits = self.commits = Commits(consumer)
         await consumer.start()
         try:
             if self.group:
@@ -220,12 +225,15 @@ class Worker:
                 batch = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_max_records
                 )
-                if batch:
-                    async with self.lock:
-                        if generation == self.generation:
-                            await self._derive(consumer, batch)
+                async with self.lock:
+                    if not batch:
+                        await commits.settle()
+                    elif generation == self.generation:
+                        await self._derive(batch)
         finally:
             async with self.lock:
+                with contextlib.suppress(KafkaError):
+                    await commits.settle()
                 await consumer.stop()
 
     def _shuffle_tp(self, tp: TopicPartition) -> TopicPartition:
@@ -281,6 +289,11 @@ class Worker:
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.lock:
+            if self.commits is not None:
+                try:
+                    await self.commits.settle(revoked)
+                except KafkaError as exc:  # lag figures only; the new owner starts at markers
+                    log.info("derive: offsets of revoked partitions not committed: %s", exc)
             self.generation += 1
             for tp in revoked:
                 state = self.states.pop(tp, None)
@@ -350,9 +363,7 @@ class Worker:
         topic = self.names.dead_letter(source)
         writer.add(topic, 0, record.key, record.value, record.timestamp, headers)
 
-    async def _derive(
-        self, consumer: AIOKafkaConsumer, batch: Mapping[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
+    async def _derive(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
         """Process a fetched batch and commit it; see `pipeline.state` for the commit order."""
         assert self.producer is not None
         writer = BatchWriter(self.producer)
@@ -430,8 +441,9 @@ class Worker:
             self.stats.redeliveries += result.redeliveries
             self.stats.documents_out += len(result.documents)
         self.stats.batches += 1
-        # 4. consumer offsets, for lag figures only
-        await consumer.commit(offsets)
+        # 4. consumer offsets, for lag figures only: at most once a second while busy
+        assert self.commits is not None
+        await self.commits.add(offsets)
         await self.progress.notify()
 
     # -- barrier -----------------------------------------------------------------------------

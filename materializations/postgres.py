@@ -233,14 +233,15 @@ class PostgresSink(BatchingSink):
                 record
             )
         for tp, some in by_partition.items():
+            source: tuple[Any, ...]
             try:
-                documents = (b"[" + b",".join([r.value for r in some]) + b"]").decode()
-            except (TypeError, UnicodeDecodeError) as exc:
+                if shape.keyed:
+                    source = ([_text(r.key) for r in some], [r.value.decode() for r in some])
+                else:
+                    source = ((b"[" + b",".join([r.value for r in some]) + b"]").decode(),)
+            except (TypeError, AttributeError, UnicodeDecodeError) as exc:  # no value, not UTF-8
                 _check(binding, some, exc)
                 raise
-            source: tuple[Any, ...] = (documents,)
-            if shape.keyed:
-                source = ([_text(r.key) for r in some], [r.value.decode() for r in some])
             guard = (self.spec.name, tp.topic, tp.partition, through[tp])
             await conn.execute(statement, (*source, *guard))
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
 
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
@@ -71,7 +70,6 @@ class Materializer:
         self.names = Names(settings.topic_prefix)
         self.topics = {self.names.collection(b.source): b for b in spec.bindings}
         self.sink = make_sink(spec, self.topics, self._dead_letter)
-        self.flushed: dict[TopicPartition, int] = {}
         self.commits: Commits | None = None
         self.records = 0
         """Records applied to the sink so far."""
@@ -166,7 +164,6 @@ class Materializer:
                 await self._open()
         if offsets:
             self.flushes += 1
-            self.flushed.update(offsets)
             assert self.commits is not None
             await self.commits.add(offsets)
 
@@ -193,11 +190,8 @@ class _Seek(ConsumerRebalanceListener):  # type: ignore[misc]
         self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.materializer.commits is not None:
-            try:
-                await self.materializer.commits.settle(list(revoked))
-            except KafkaError as exc:  # the new owner flushes those records again
-                log.info("%s: offsets not committed: %s", self.materializer.spec.name, exc)
+        if self.materializer.commits is not None:  # else the new owner flushes them again
+            await self.materializer.commits.release(revoked, self.materializer.spec.name)
         await self.materializer.sink.revoke(list(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

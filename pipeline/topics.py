@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError
@@ -144,6 +144,14 @@ class Commits:
             if self.pending.get(tp) == offset:  # not moved on while the commit was in flight
                 del self.pending[tp]
         self._last = time.monotonic()
+
+    async def release(self, partitions: Collection[TopicPartition], owner: str) -> None:
+        """Commit what is pending of partitions being revoked. A failure is logged, not raised:
+        the next owner then resumes a little earlier, which every consumer here takes."""
+        try:
+            await self.settle(partitions)
+        except KafkaError as exc:
+            log.info("%s: offsets of revoked partitions not committed: %s", owner, exc)
 
 
 class OffsetBeyondEnd(Exception):

@@ -289,11 +289,8 @@ class Worker:
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
         async with self.lock:
-            if self.commits is not None:
-                try:
-                    await self.commits.settle(revoked)
-                except KafkaError as exc:  # lag figures only; the new owner starts at markers
-                    log.info("derive: offsets of revoked partitions not committed: %s", exc)
+            if self.commits is not None:  # lag figures only; the new owner starts at markers
+                await self.commits.release(revoked, "derive")
             self.generation += 1
             for tp in revoked:
                 state = self.states.pop(tp, None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from pipeline import topics
 from pipeline.topics import Commits
@@ -76,3 +78,24 @@ async def test_an_offset_that_moved_on_during_the_commit_stays_pending(clock: li
     await commits.add({A: 5})
     assert consumer.commits == [{A: 5}]
     assert commits.pending == {A: 99}
+
+
+async def test_release_commits_revoked_partitions_and_logs_a_failure_instead_of_raising(
+    clock: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer: Any = Consumer()
+    commits = Commits(consumer, interval=1.0)
+    await commits.add({A: 1})
+    await commits.add({A: 2, B: 3})
+    await commits.release([B], "derive")
+    assert consumer.commits == [{A: 1}, {B: 3}]
+
+    class Failing(Consumer):
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            raise CommitFailedError("rebalancing")
+
+    commits.consumer = Failing()  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="pipeline.topics"):
+        await commits.release([A], "derive")
+    assert "derive: offsets of revoked partitions not committed" in caplog.text
+    assert commits.pending == {A: 2}

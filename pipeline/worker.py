@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from materializations.runner import Materializer
+from materializations.runner import Materializer, run_in_thread
 from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost, SegflowError
@@ -146,9 +146,12 @@ class Worker:
             loops = []
             if self.tasks:
                 loops.append(asyncio.create_task(self._derive_loop(), name="deriver"))
-            for materializer in self.materializers():
-                name = f"materialize {materializer.spec.name}"
-                loops.append(asyncio.create_task(materializer.run(self.stopping), name=name))
+            if materializers := self.materializers():
+                loops.append(
+                    asyncio.create_task(
+                        run_in_thread(materializers, self.stopping), name="materialize"
+                    )
+                )
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
             self.stopping.set()

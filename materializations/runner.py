@@ -1,7 +1,7 @@
 """Runs a catalog's materializations: a consumer per materialization feeding its sink.
 
-Commit order: apply every fetched record to the sink; once `SEGFLOW_SINK_INTERVAL_MS` has passed
-since the first record not yet flushed (or sooner, after a full batch), flush the sink (durable
+Commit order: apply every fetched record to the sink; as soon as `SEGFLOW_SINK_INTERVAL_MS` has
+passed since the previous flush began (or sooner, after a full batch), flush the sink (durable
 at the endpoint, with the sink's own checkpoint where it keeps one), then commit the offsets the
 flush returned to the consumer group (at most once a second while records keep coming, and at
 once when the input goes idle, a partition is revoked or the worker stops: a crash in between
@@ -110,6 +110,7 @@ class Materializer:
             interval = self.settings.sink_interval_ms / 1000
             most = self.settings.batch_max_records
             applied, due = 0, math.inf  # records applied since the last flush; when it is due
+            began = -math.inf  # when the last flush with records began
             while not stopping.is_set():
                 wait = min(0.2, max(0.0, due - loop.time()))
                 batch = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=most)
@@ -118,9 +119,13 @@ class Materializer:
                     applied += len(records)
                     self.records += len(records)
                 if applied and due == math.inf:
-                    due = loop.time() + interval
+                    # One write per interval, start to start: records that came in while a
+                    # slow write ran (or after a quiet spell) have waited long enough.
+                    due = max(loop.time(), began + interval)
                 # An idle round flushes too: the webhook sink reports deliveries there.
                 if applied >= most or loop.time() >= due or not (applied or batch):
+                    if applied:
+                        began = loop.time()
                     await self._flush()
                     applied, due = 0, math.inf
                 if not batch:

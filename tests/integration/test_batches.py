@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from pipeline.batches import BatchWriter
 from pipeline.produce import make_producer
@@ -38,3 +39,23 @@ async def test_add_and_add_many_arrive_in_order_across_full_batches(broker: str)
             got[r.partition].append((r.key, r.value))
     assert got[0] == [(b"first", b"0"), *big]
     assert got[1] == [(None, b"only")]
+
+
+async def test_many_concurrent_flushes_to_one_partition_all_arrive(broker: str) -> None:
+    """aiokafka's send_batch shrinks its timeout by the whole wait at every wake-up when several
+    wait on one partition; flushes must not fail that way (here: within a 1 s timeout)."""
+    topic = f"batches-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(broker, {topic: (1, dict(TOPIC_CONFIG))})
+    producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", request_timeout_ms=1000)
+    await producer.start()
+    try:
+
+        async def one(n: int) -> dict[TopicPartition, int]:
+            writer = BatchWriter(producer)
+            writer.add(topic, 0, None, b"%d" % n + b"x" * 10_000)
+            return await writer.flush()
+
+        ends = await asyncio.gather(*(one(n) for n in range(300)))
+    finally:
+        await producer.stop()
+    assert sorted(e[TopicPartition(topic, 0)] for e in ends) == list(range(1, 301))

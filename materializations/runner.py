@@ -25,7 +25,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
 from pipeline.settings import Settings
-from pipeline.topics import Commits, Names, group_consumer
+from pipeline.topics import Commits, Names, group_consumer, hold_fetches
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,11 @@ class Materializer:
             most = self.settings.batch_max_records
             applied, due = 0, math.inf  # records applied since the last flush; when it is due
             began = -math.inf  # when the last flush with records began
+            held = False  # whether fetching was just held back until `due`
             while not stopping.is_set():
-                wait = min(0.2, max(0.0, due - loop.time()))
+                wait = min(0.2, max(0.02 if held else 0.0, due - loop.time()))
                 batch = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=most)
+                held = False
                 for tp, records in batch.items():
                     await self.sink.apply(self.topics[tp.topic], records)
                     applied += len(records)
@@ -128,6 +130,10 @@ class Materializer:
                         began = loop.time()
                     await self._flush()
                     applied, due = 0, math.inf
+                elif batch:
+                    # Nothing is written before `due`: fetch what comes until then at once.
+                    await hold_fetches(consumer, due - loop.time(), stopping)
+                    held = True
                 if not batch:
                     await commits.settle()
                 self._backpressure(consumer)

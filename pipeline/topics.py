@@ -6,6 +6,7 @@ base offset of the last record batch plus one. We fetch until a fetch brings not
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -109,6 +110,27 @@ def group_consumer(
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_wait_ms=100,
     )
+
+
+async def hold_fetches(consumer: AIOKafkaConsumer, seconds: float, stopping: asyncio.Event) -> None:
+    """Fetch nothing for `seconds` (or until `stopping`), so that the next fetch takes what
+    arrived meanwhile in one request.
+
+    A consumer otherwise fetches again as soon as its records are taken: under a steady trickle
+    every loop turn is a fetch (and a batch, and produce requests) of a handful of records, and
+    the broker's cost is per request. Pausing, rather than just sleeping, matters: a fetch
+    answered during a sleep would hold the first few records, and the rest would wait one more
+    turn. Records a paused partition had buffered are fetched again.
+    """
+    if seconds <= 0:
+        return
+    held = consumer.assignment()
+    consumer.pause(*held)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
+    finally:
+        consumer.resume(*(held & consumer.assignment()))
 
 
 class Commits:

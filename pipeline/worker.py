@@ -41,6 +41,7 @@ from pipeline.topics import (
     Names,
     ensure_topics,
     group_consumer,
+    hold_fetches,
     partition_for,
     pipeline_topics,
 )
@@ -223,16 +224,21 @@ class Worker:
                 tps = [tp for t in topics for tp in await self._partitions(t)]
                 consumer.assign(tps)
                 await self._assigned(consumer, tps)
+            loop = asyncio.get_running_loop()
+            pace = self.settings.poll_interval_ms / 1000
             while not self.stopping.is_set():
                 generation = self.generation
                 batch = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_max_records
                 )
+                fetched = loop.time()
                 async with self.lock:
                     if not batch:
                         await commits.settle()
                     elif generation == self.generation:
                         await self._derive(batch)
+                if batch:
+                    await hold_fetches(consumer, fetched + pace - loop.time(), self.stopping)
         finally:
             async with self.lock:
                 with contextlib.suppress(KafkaError):

@@ -13,9 +13,11 @@ again, without fetching more; nothing is acknowledged before it is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -195,7 +197,8 @@ class Materializer:
 
 async def run_in_thread(materializers: Sequence[Materializer], stopping: asyncio.Event) -> None:
     """Run `materializers` on a thread of their own, with its own event loop, until `stopping`
-    is set (or one of them fails, which is raised here).
+    is set or this is cancelled (either way they finish their last flush first), or one of them
+    fails (which is raised here).
 
     The derivation keeps its event loop busy for up to a few hundred milliseconds per batch; a
     sink sharing that loop would see each Postgres round trip and fetch wait that long, so a
@@ -207,12 +210,15 @@ async def run_in_thread(materializers: Sequence[Materializer], stopping: asyncio
     home = asyncio.get_running_loop()
     for materializer in materializers:
         materializer.home = home
-    ready: asyncio.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = home.create_future()
+    stop_asked = threading.Event()
+    stoppers: list[Callable[[], object]] = []  # how to stop them, once their loop runs
 
     async def main() -> None:
         stop = asyncio.Event()
         here = asyncio.get_running_loop()
-        home.call_soon_threadsafe(ready.set_result, (here, stop))
+        stoppers.append(lambda: here.call_soon_threadsafe(stop.set))
+        if stop_asked.is_set():  # asked before the line above (else the asker uses it)
+            stop.set()
         runs = [
             asyncio.create_task(m.run(stop), name=f"materialize {m.spec.name}")
             for m in materializers
@@ -224,18 +230,15 @@ async def run_in_thread(materializers: Sequence[Materializer], stopping: asyncio
                 raise result
 
     thread = asyncio.create_task(asyncio.to_thread(asyncio.run, main()))
-    either: list[asyncio.Future[Any]] = [ready, thread]
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        await thread  # failed before it started
-    here, stop = ready.result()
     stopped = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait([thread, stopped], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-        if not thread.done():
-            here.call_soon_threadsafe(stop.set)
+        stop_asked.set()
+        for stopper in stoppers:
+            with contextlib.suppress(RuntimeError):  # its loop already closed
+                stopper()
         await asyncio.shield(thread)
 
 

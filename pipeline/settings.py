@@ -41,8 +41,8 @@ class Settings:
     """Least time between two fetches of the derive loop while records keep coming: records
     arriving meanwhile make one batch (fewer broker requests and cycles at light load)."""
     sink_interval_ms: int = 200
-    """Least time between two writes of a materialization: records arriving meanwhile are
-    combined per key into the next write (fewer, larger Postgres transactions)."""
+    """Least time between the starts of two writes of a materialization: records arriving
+    meanwhile are combined per key into the next write (fewer, larger Postgres transactions)."""
     on_state_lost: str = "stop"
     """What a worker does when the broker lost data its local state came from: stop | rebuild."""
     webhook_url: str | None = None

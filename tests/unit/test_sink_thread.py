@@ -72,5 +72,15 @@ async def test_cancelled_caller_still_lets_them_finish() -> None:
     assert runs[0].stopped
 
 
+async def test_cancelled_at_once_still_stops_them() -> None:
+    runs = [Run("postgres"), Run("webhook")]
+    task = start(runs, asyncio.Event())
+    await asyncio.sleep(0)  # started, but their thread may not be running yet
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert all(run.stopped for run in runs)
+
+
 async def test_nothing_to_run_returns_at_once() -> None:
     await asyncio.wait_for(run_in_thread([], asyncio.Event()), 1)

@@ -120,7 +120,7 @@ SHAPES: Mapping[str, Shape] = {
 GENERIC = Shape(
     columns=(Column("key", "text", expression="k"), DOCUMENT),
     key=("key",),
-    check=lambda key, _: key.decode() if key is not None else None,
+    check=lambda key, _: _text(key),
     keyed=True,
 )
 """A collection without its own shape: the record key and the whole document."""

@@ -40,7 +40,7 @@ class Settings:
     poll_interval_ms: int = 50
     """Least time between two fetches of the derive loop while records keep coming: records
     arriving meanwhile make one batch (fewer broker requests and cycles at light load)."""
-    sink_interval_ms: int = 200
+    sink_interval_ms: int = 100
     """Least time between the starts of two writes of a materialization: records arriving
     meanwhile are combined per key into the next write (fewer, larger Postgres transactions)."""
     on_state_lost: str = "stop"
@@ -90,7 +90,7 @@ class Settings:
             batch_max_records=integer("BATCH_MAX_RECORDS", 20000, 1),
             linger_ms=integer("LINGER_MS", 5, 0),
             poll_interval_ms=integer("POLL_INTERVAL_MS", 50, 0),
-            sink_interval_ms=integer("SINK_INTERVAL_MS", 200, 0),
+            sink_interval_ms=integer("SINK_INTERVAL_MS", 100, 0),
             on_state_lost=on_lost,
             webhook_url=get("WEBHOOK_URL"),
             webhook_secret=get("WEBHOOK_SECRET"),

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_max_records": 20000,
     "linger_ms": 5,
     "poll_interval_ms": 50,
-    "sink_interval_ms": 200,
+    "sink_interval_ms": 100,
     "on_state_lost": "stop",
     "webhook_url": None,
     "webhook_secret": None,

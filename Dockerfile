@@ -10,5 +10,6 @@ COPY schemas ./schemas
 RUN pip install --no-cache-dir .
 ENV SEGFLOW_CATALOG=/app/catalog SEGFLOW_DATA_DIR=/data
 VOLUME /data
+EXPOSE 9400
 ENTRYPOINT ["segflow"]
 CMD ["worker"]

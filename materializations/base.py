@@ -22,6 +22,7 @@ from types import TracebackType
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.catalog import BindingSpec, MaterializationSpec
+from pipeline.metrics import Figure
 
 
 class Sink(ABC):
@@ -48,6 +49,10 @@ class Sink(ABC):
     @abstractmethod
     async def flush(self) -> dict[TopicPartition, int]:
         """Make everything applied durable; return offsets now safe to commit."""
+
+    def figures(self) -> Sequence[Figure]:
+        """This sink's own metrics (`pipeline.metrics`); read from the worker's thread."""
+        return ()
 
     async def revoke(self, partitions: Sequence[TopicPartition]) -> None:  # noqa: B027
         """Forget buffered work of partitions another worker now owns (it resumes them)."""

@@ -18,6 +18,7 @@ or doubled.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from psycopg import sql
 from materializations.base import BatchingSink
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
+from pipeline.metrics import SECONDS, SIZES, Figure, Histogram
 
 CHECKPOINTS = "segflow_checkpoints"
 
@@ -135,6 +137,18 @@ class PostgresSink(BatchingSink):
         self._schema = spec.config["schema"]
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._upserts: dict[BindingSpec, sql.Composed] = {}
+        self.rows = Histogram(SIZES)
+        """Rows per write (one transaction), after combining per key."""
+        self.seconds = Histogram(SECONDS)
+        """Duration of each write that committed."""
+
+    def figures(self) -> Sequence[Figure]:
+        return (
+            Figure("postgres_write_rows", "histogram", "Rows upserted per transaction.", self.rows),
+            Figure(
+                "postgres_write_seconds", "histogram", "Duration of committed writes.", self.seconds
+            ),
+        )
 
     def _table(self, name: str) -> sql.Identifier:
         return sql.Identifier(self._schema, name)
@@ -183,6 +197,7 @@ class PostgresSink(BatchingSink):
     ) -> None:
         """Merge every binding's records and move the checkpoint, in one transaction."""
         conn = await self._connection()
+        began = time.monotonic()
         try:
             async with conn.pipeline(), conn.transaction():
                 await conn.execute("set local synchronous_commit = off")
@@ -211,6 +226,8 @@ class PostgresSink(BatchingSink):
             for binding, records in batch.items():
                 _check(binding, records, exc)
             raise
+        self.seconds.observe(time.monotonic() - began)
+        self.rows.observe(sum(len(records) for records in batch.values()))
 
     async def _merge(
         self,

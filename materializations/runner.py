@@ -26,6 +26,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
+from pipeline.metrics import LoopFigures
 from pipeline.settings import Settings
 from pipeline.topics import Commits, Names, group_consumer, hold_fetches
 
@@ -79,6 +80,8 @@ class Materializer:
         """Flushes that made something durable."""
         self.home: asyncio.AbstractEventLoop | None = None
         """The event loop `producer` belongs to, when this runs on another one."""
+        self.figures = LoopFigures(f"materialize.{spec.name}")
+        """Lag and last round of this materialization's loop, for `pipeline.metrics`."""
 
     async def _dead_letter(self, body: bytes, headers: dict[str, str]) -> None:
         sent = self.producer.send_and_wait(
@@ -95,6 +98,7 @@ class Materializer:
         group = self.names.group(f"materialize.{self.spec.name}")
         consumer = group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
         commits = self.commits = Commits(consumer)
+        self.figures.consumer = consumer
         await self._open()
         await consumer.start()
         try:
@@ -117,6 +121,7 @@ class Materializer:
             while not stopping.is_set():
                 wait = min(0.2, max(0.02 if held else 0.0, due - loop.time()))
                 batch = await consumer.getmany(timeout_ms=int(wait * 1000), max_records=most)
+                self.figures.fetched(batch)
                 held = False
                 for tp, records in batch.items():
                     await self.sink.apply(self.topics[tp.topic], records)

@@ -19,7 +19,7 @@ import itertools
 import logging
 import random
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -33,6 +33,7 @@ from yarl import URL
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
+from pipeline.metrics import SECONDS, SIZES, Figure, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def verify(
 
 @dataclass
 class WebhookStats:
-    """Counters of one webhook sink; `batch_sizes` maps a power-of-two bound to a count."""
+    """Counters of one webhook sink."""
 
     requests: int = 0
     retries: int = 0
@@ -118,12 +119,15 @@ class WebhookStats:
     delivered: int = 0
     parked: int = 0
     parked_toggles: int = 0
-    batch_sizes: Counter[int] = field(default_factory=Counter)
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(SIZES))
+    """Toggles per batch (a batch is sent until delivered or parked)."""
+    request_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS))
+    """Duration of each request that got a response."""
 
     def batch(self, size: int) -> None:
         self.batches += 1
         self.toggles += size
-        self.batch_sizes[1 << (size - 1).bit_length()] += 1
+        self.batch_sizes.observe(size)
 
     @property
     def mean_batch_size(self) -> float:
@@ -206,6 +210,20 @@ class WebhookSink(Sink):
     def backlog(self) -> int:
         """Toggles applied but not yet delivered or parked."""
         return sum(len(lane.pending) for lane in self._lanes.values())
+
+    def figures(self) -> Sequence[Figure]:
+        s = self.stats
+        return (
+            Figure("webhook_requests_total", "counter", "Requests sent, retries too.", s.requests),
+            Figure("webhook_retries_total", "counter", "Failed requests retried.", s.retries),
+            Figure("webhook_toggles_delivered_total", "counter", "Toggles delivered.", s.delivered),
+            Figure("webhook_batches_parked_total", "counter", "Batches parked.", s.parked),
+            Figure("webhook_toggles_parked_total", "counter", "Toggles parked.", s.parked_toggles),
+            Figure("webhook_batch_toggles", "histogram", "Toggles per batch.", s.batch_sizes),
+            Figure(
+                "webhook_request_seconds", "histogram", "Time to a response.", s.request_seconds
+            ),
+        )
 
     async def open(self) -> None:
         if self._session is not None:
@@ -349,10 +367,12 @@ class WebhookSink(Sink):
         if self._key is not None:
             headers["webhook-signature"] = _signature(self._key, msg_id, timestamp, body)
         self.stats.requests += 1
+        began = time.monotonic()
         try:
             async with self._session.post(
                 self.url, data=body, headers=headers, allow_redirects=False
             ) as response:
+                self.stats.request_seconds.observe(time.monotonic() - began)
                 if 200 <= response.status < 300:
                     return _Outcome(response.status, "")
                 text = await _read_prefix(response, RESPONSE_LIMIT)

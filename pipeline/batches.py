@@ -53,12 +53,15 @@ class BatchWriter:
 
     def add_many(
         self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
-    ) -> None:
-        """Add (key, value) records to one partition: `add` without its per-record lookups."""
+    ) -> int:
+        """Add (key, value) records to one partition: `add` without its per-record lookups.
+        Returns how many were added."""
         tp = TopicPartition(topic, partition)
         batch = self._open.get(tp)
-        for key, value in records:
+        n = 0
+        for n, (key, value) in enumerate(records, 1):  # noqa: B007 - n is the count
             batch = self._append(tp, batch, key, value, None, [])
+        return n
 
     def _append(
         self,

@@ -60,6 +60,7 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
+    from pipeline.metrics import serve_metrics
     from pipeline.worker import Worker, tune_gc
 
     tune_gc()
@@ -94,11 +95,14 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
                 )
                 last = s.events_in
 
+    endpoint = await serve_metrics(worker, settings.metrics_addr)
     reporter = asyncio.create_task(report())
     try:
         await worker.run()
     finally:
         reporter.cancel()
+        if endpoint is not None:
+            await endpoint.cleanup()
     log.info("worker stopped")
 
 

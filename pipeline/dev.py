@@ -13,6 +13,7 @@ import time
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.embedded import embedded_stack, free_port, port_free, wipe
 from pipeline.generate import BrokerSink, EventGenerator, Mix, pace
+from pipeline.metrics import serve_metrics
 from pipeline.produce import CollectionWriter, make_producer
 from pipeline.progress import Progress
 from pipeline.settings import Settings
@@ -81,6 +82,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    endpoint = await serve_metrics(worker, settings.metrics_addr)
     running = asyncio.create_task(worker.run())
     side: list[asyncio.Task[None]] = []
     if receiver_port is not None:
@@ -110,6 +112,8 @@ async def _run(
         for task in side:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
+        if endpoint is not None:
+            await endpoint.cleanup()
 
 
 def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
@@ -147,5 +151,8 @@ def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
         )
         if not port_free(api_port):
             api_port = free_port()
+        metrics = settings.metrics_addr
+        if metrics is not None and metrics[1] and not port_free(metrics[1]):
+            settings = settings.with_(metrics_addr=(metrics[0], 0))
         asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port, api_port))
     return 0

@@ -10,6 +10,16 @@ from pathlib import Path
 from pipeline.errors import SegflowError
 
 
+def parse_addr(value: str) -> tuple[str, int] | None:
+    """`SEGFLOW_METRICS_ADDR`: `host:port`, `:port` (every interface) or `off`."""
+    if value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise SegflowError(f"SEGFLOW_METRICS_ADDR={value!r}: expected host:port, :port or off")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 def _mask(value: str | None) -> str | None:
     if not value:
         return value
@@ -45,6 +55,8 @@ class Settings:
     meanwhile are combined per key into the next write (fewer, larger Postgres transactions)."""
     on_state_lost: str = "stop"
     """What a worker does when the broker lost data its local state came from: stop | rebuild."""
+    metrics_addr: tuple[str, int] | None = ("0.0.0.0", 9400)
+    """Where a worker serves `/health` and `/metrics` (None: nowhere; port 0: any free one)."""
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
@@ -92,6 +104,7 @@ class Settings:
             poll_interval_ms=integer("POLL_INTERVAL_MS", 50, 0),
             sink_interval_ms=integer("SINK_INTERVAL_MS", 100, 0),
             on_state_lost=on_lost,
+            metrics_addr=parse_addr(get("METRICS_ADDR") or ":9400"),
             webhook_url=get("WEBHOOK_URL"),
             webhook_secret=get("WEBHOOK_SECRET"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),

@@ -19,6 +19,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from materializations.runner import Materializer, run_in_thread
 from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
 from pipeline.errors import BrokerStateLost, SegflowError
+from pipeline.metrics import LoopFigures
 from pipeline.settings import Settings
 from pipeline.state import PartitionState, add_changelog, restore
 from pipeline.task import DerivationTask
@@ -57,6 +59,7 @@ class Stats:
     derived_events: int = 0
     redeliveries: int = 0
     documents_out: int = 0
+    documents_by_collection: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     first_event_at: float | None = None
 
@@ -111,6 +114,8 @@ class Worker:
         self.materialize = materialize
         self.names = Names(settings.topic_prefix)
         self.stats = Stats()
+        self.figures = LoopFigures("derive")
+        """Lag and last round of the derive loop, for `pipeline.metrics`."""
         self.progress = Progress()
         self.tasks = {
             source: DerivationTask(catalog, source, self.names.collection)
@@ -216,6 +221,7 @@ class Worker:
         )
         topics = [*self.source_of_topic, *self.source_of_shuffle]
         commits = self.commits = Commits(consumer)
+        self.figures.consumer = consumer
         await consumer.start()
         try:
             if self.group:
@@ -232,6 +238,7 @@ class Worker:
                     timeout_ms=200, max_records=self.settings.batch_max_records
                 )
                 fetched = loop.time()
+                self.figures.fetched(batch)
                 async with self.lock:
                     if not batch:
                         await commits.settle()
@@ -400,13 +407,18 @@ class Worker:
             state = self.states[owner]
             task = self.tasks[self.source_of_shuffle[owner.topic]]
             result = task.process_documents(items, state)
-            for output in task.outputs:
-                writer.add_many(
-                    output.topic,
-                    owner.partition % output.spec.partitions,
-                    ((key, value) for out, key, value in result.documents if out is output),
+            published = [
+                (
+                    output.spec.name,
+                    writer.add_many(
+                        output.topic,
+                        owner.partition % output.spec.partitions,
+                        ((key, value) for out, key, value in result.documents if out is output),
+                    ),
                 )
-            results.append((owner, state, result))
+                for output in task.outputs
+            ]
+            results.append((owner, state, result, published))
         if not results:
             return
         # 1. derived documents, re-routed source records and dead letters, acknowledged
@@ -417,7 +429,7 @@ class Worker:
         # 2. state changes and markers to the changelog, acknowledged
         changelog = BatchWriter(self.producer)
         changelog_tps = []
-        for owner, state, result in results:
+        for owner, state, result, _ in results:
             source = self.source_of_shuffle[owner.topic]
             changelog_tp = TopicPartition(self.names.changelog(source), owner.partition)
             add_changelog(
@@ -431,7 +443,10 @@ class Worker:
         ends = await changelog.flush()
         # 3. local state and positions, atomically per partition
         offsets: dict[TopicPartition, int] = {}
-        for (owner, state, result), changelog_tp in zip(results, changelog_tps, strict=True):
+        by_collection = self.stats.documents_by_collection
+        for (owner, state, result, published), changelog_tp in zip(
+            results, changelog_tps, strict=True
+        ):
             state.apply(
                 result.changes,
                 ends[changelog_tp],
@@ -446,6 +461,8 @@ class Worker:
             self.stats.derived_events += result.events
             self.stats.redeliveries += result.redeliveries
             self.stats.documents_out += len(result.documents)
+            for collection, n in published:
+                by_collection[collection] += n
         self.stats.batches += 1
         # 4. consumer offsets, for lag figures only: at most once a second while busy
         assert self.commits is not None

@@ -90,6 +90,7 @@ def segflow_env(
         "SEGFLOW_SESSION_TIMEOUT_MS": "2000",
         "SEGFLOW_LOG_LEVEL": os.environ.get("BENCH_SEGFLOW_LOG_LEVEL", "WARNING"),
         "SEGFLOW_CATALOG": str(ROOT / "catalog"),
+        "SEGFLOW_METRICS_ADDR": "127.0.0.1:0",
     }
 
 

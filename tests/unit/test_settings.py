@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "poll_interval_ms": 50,
     "sink_interval_ms": 100,
     "on_state_lost": "stop",
+    "metrics_addr": ("0.0.0.0", 9400),
     "webhook_url": None,
     "webhook_secret": None,
     "log_level": "INFO",
@@ -59,6 +60,7 @@ def test_from_env_reads_every_variable() -> None:
         "SEGFLOW_POLL_INTERVAL_MS": "0",
         "SEGFLOW_SINK_INTERVAL_MS": "50",
         "SEGFLOW_ON_STATE_LOST": "rebuild",
+        "SEGFLOW_METRICS_ADDR": "127.0.0.1:9500",
         "SEGFLOW_WEBHOOK_URL": "http://hooks.example/toggles",
         "SEGFLOW_WEBHOOK_SECRET": "s3cret",
         "SEGFLOW_LOG_LEVEL": "debug",
@@ -76,6 +78,7 @@ def test_from_env_reads_every_variable() -> None:
         "poll_interval_ms": 0,
         "sink_interval_ms": 50,
         "on_state_lost": "rebuild",
+        "metrics_addr": ("127.0.0.1", 9500),
         "webhook_url": "http://hooks.example/toggles",
         "webhook_secret": "s3cret",
         "log_level": "DEBUG",
@@ -114,6 +117,30 @@ def test_on_state_lost_rejects_anything_else(value: str) -> None:
     assert repr(value) in message
     assert "'stop'" in message
     assert "'rebuild'" in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "addr"),
+    [
+        ("off", None),
+        (":9400", ("0.0.0.0", 9400)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:9400", ("::1", 9400)),
+        ("metrics.internal:80", ("metrics.internal", 80)),
+    ],
+)
+def test_metrics_addr_forms(raw: str, addr: tuple[str, int] | None) -> None:
+    assert Settings.from_env({"SEGFLOW_METRICS_ADDR": raw}).metrics_addr == addr
+
+
+@pytest.mark.parametrize("raw", ["9400", "host:", "host:port", ":70000", "Off"])
+def test_metrics_addr_errors_name_the_variable(raw: str) -> None:
+    with pytest.raises(SegflowError) as caught:
+        Settings.from_env({"SEGFLOW_METRICS_ADDR": raw})
+    message = str(caught.value)
+    assert "SEGFLOW_METRICS_ADDR" in message
+    assert repr(raw) in message
+    assert "host:port" in message
 
 
 def test_settings_are_frozen() -> None:

@@ -1,0 +1,270 @@
+"""A worker's health and Prometheus metrics: `GET /health` and `GET /metrics` on
+`SEGFLOW_METRICS_ADDR`.
+
+Nothing is computed per event for them: the loops keep the counters they keep anyway (per
+batch, per write, per request) and a scrape reads them. The materializations run on a thread
+of their own; a scrape reads their counters from the worker's thread, which the interpreter
+lock makes safe for these plain numbers (a figure may be one batch old).
+
+Lag is the broker's high watermark as last seen in a fetch response minus the next offset the
+loop will take. It is not taken from ListOffsets, which Tansu (the embedded broker) answers
+with the last record batch's base offset plus one rather than the true end.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import socket
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from pipeline.errors import SegflowError
+
+if TYPE_CHECKING:
+    from pipeline.worker import Worker
+
+log = logging.getLogger(__name__)
+
+Labels = Mapping[str, str]
+
+SIZES = tuple(float(1 << i) for i in range(17))
+"""Bucket bounds for counts of rows or toggles: 1, 2, 4, … 65,536."""
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Bucket bounds for durations, in seconds."""
+
+
+class Histogram:
+    """Observations counted into buckets (upper bounds, inclusive), with their sum."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, observations at or below it) per bucket, `+Inf` last."""
+        out, seen = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            seen += n
+            out.append(("+Inf" if bound == math.inf else _number(bound), seen))
+        return out
+
+
+@dataclass
+class LoopFigures:
+    """What one consumer loop reports: lag per partition and when it last went round."""
+
+    name: str
+    consumer: AIOKafkaConsumer | None = None
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+    last_round: float = field(default_factory=time.monotonic)
+
+    def fetched(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Note a fetch round (called once per `getmany`, empty or not)."""
+        self.last_round = time.monotonic()
+        if self.consumer is None:
+            return
+        for tp, records in batch.items():
+            high = self.consumer.highwater(tp)
+            if high is not None and records:
+                self.lag[tp] = max(0, high - records[-1].offset - 1)
+
+    def current_lag(self) -> dict[TopicPartition, int]:
+        """Lag of the partitions the loop holds now (revoked ones are left out)."""
+        if self.consumer is None:
+            return {}
+        held = self.consumer.assignment()
+        return {tp: n for tp, n in self.lag.items() if tp in held}
+
+
+class Exposition:
+    """Prometheus text format, version 0.0.4: each family's samples together, once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, kind: str, help: str, samples: Iterable[tuple[Labels, int | float]]
+    ) -> None:
+        self.lines += [f"# HELP segflow_{name} {help}", f"# TYPE segflow_{name} {kind}"]
+        for labels, value in samples:
+            self.lines.append(f"segflow_{name}{_labels(labels)} {_number(value)}")
+
+    def histograms(self, name: str, help: str, samples: Iterable[tuple[Labels, Histogram]]) -> None:
+        self.lines += [f"# HELP segflow_{name} {help}", f"# TYPE segflow_{name} histogram"]
+        for labels, hist in samples:
+            for le, n in hist.cumulative():
+                self.lines.append(f"segflow_{name}_bucket{_labels({**labels, 'le': le})} {n}")
+            self.lines.append(f"segflow_{name}_sum{_labels(labels)} {_number(hist.sum)}")
+            self.lines.append(f"segflow_{name}_count{_labels(labels)} {hist.count}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure a sink reports: `kind` is counter, gauge or histogram."""
+
+    name: str
+    kind: str
+    help: str
+    value: int | float | Histogram
+
+
+def render(worker: Worker) -> str:
+    """Every metric of `worker`, in the Prometheus text format."""
+    s = worker.stats
+    out = Exposition()
+    for name, help, value in (
+        ("events_in_total", "Source documents read.", s.events_in),
+        (
+            "events_derived_total",
+            "Valid source documents processed by derivations.",
+            s.derived_events,
+        ),
+        (
+            "dedup_hits_total",
+            "Source documents dropped as redeliveries of one already processed.",
+            s.redeliveries,
+        ),
+        (
+            "dead_letters_total",
+            "Invalid source documents sent to the dead-letter topic.",
+            s.dead_letters,
+        ),
+        ("batches_total", "Batches derived and committed.", s.batches),
+    ):
+        out.family(name, "counter", help, [({}, value)])
+    out.family(
+        "documents_out_total",
+        "counter",
+        "Derived documents published, per collection (toggles: segment/toggles).",
+        [({"collection": c}, n) for c, n in sorted(s.documents_by_collection.items())],
+    )
+    loops = [worker.figures, *(m.figures for m in worker.sinks)]
+    now = time.monotonic()
+    out.family(
+        "consumer_lag",
+        "gauge",
+        "Records between a loop's next offset and the partition's end (last fetch).",
+        [
+            ({"loop": f.name, "topic": tp.topic, "partition": str(tp.partition)}, n)
+            for f in loops
+            for tp, n in sorted(f.current_lag().items())
+        ],
+    )
+    out.family(
+        "loop_idle_seconds",
+        "gauge",
+        "Seconds since a loop last fetched (a loop stuck in a write or retry grows here).",
+        [({"loop": f.name}, round(now - f.last_round, 3)) for f in loops],
+    )
+    sinks = [({"materialization": m.spec.name}, m) for m in worker.sinks]
+    out.family(
+        "materialization_records_total",
+        "counter",
+        "Records applied to a materialization.",
+        [(labels, m.records) for labels, m in sinks],
+    )
+    out.family(
+        "materialization_writes_total",
+        "counter",
+        "Writes that made a materialization's records durable.",
+        [(labels, m.flushes) for labels, m in sinks],
+    )
+    _sink_figures(out, worker)
+    return out.text()
+
+
+def _sink_figures(out: Exposition, worker: Worker) -> None:
+    """Each sink's own figures, one family per name across sinks."""
+    families: dict[str, tuple[Figure, list[tuple[Labels, int | float | Histogram]]]] = {}
+    for m in worker.sinks:
+        for figure in m.sink.figures():
+            entry = families.setdefault(figure.name, (figure, []))
+            entry[1].append(({"materialization": m.spec.name}, figure.value))
+    for name, (first, samples) in families.items():
+        plain = [(labels, v) for labels, v in samples if not isinstance(v, Histogram)]
+        hists = [(labels, v) for labels, v in samples if isinstance(v, Histogram)]
+        if hists:
+            out.histograms(name, first.help, hists)
+        else:
+            out.family(name, first.kind, first.help, plain)
+
+
+async def serve_metrics(worker: Worker, addr: tuple[str, int] | None) -> web.AppRunner | None:
+    """Start the health and metrics endpoint on `addr` (None: none); the runner's `addresses`
+    tell the port it took."""
+    if addr is None:
+        return None
+
+    async def health(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        body = {
+            "status": "stopping" if worker.stopping.is_set() else "ok",
+            "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in worker.states),
+            "loops": {
+                f.name: round(now - f.last_round, 3)
+                for f in [worker.figures, *(m.figures for m in worker.sinks)]
+            },
+        }
+        status = 503 if worker.stopping.is_set() else 200
+        return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=render(worker).encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    host, port = addr
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise SegflowError(
+            f"SEGFLOW_METRICS_ADDR={host}:{port}: cannot listen ({why}); set another port, "
+            "0 for any free one, or off"
+        ) from exc
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    port = sock.getsockname()[1]
+    log.info("health and metrics on http://%s:%d/health and /metrics", host, port)
+    return runner

@@ -6,9 +6,9 @@ batch, per write, per request) and a scrape reads them. The materializations run
 of their own; a scrape reads their counters from the worker's thread, which the interpreter
 lock makes safe for these plain numbers (a figure may be one batch old).
 
-Lag is the broker's high watermark as last seen in a fetch response minus the next offset the
-loop will take. It is not taken from ListOffsets, which Tansu (the embedded broker) answers
-with the last record batch's base offset plus one rather than the true end.
+Lag is the broker's high watermark as last seen in a fetch response minus the offset after the
+last record the loop fetched. It is not taken from ListOffsets, which Tansu (the embedded
+broker) answers with the last record batch's base offset plus one rather than the true end.
 """
 
 from __future__ import annotations
@@ -72,24 +72,26 @@ class LoopFigures:
     name: str
     consumer: AIOKafkaConsumer | None = None
     lag: dict[TopicPartition, int] = field(default_factory=dict)
+    held: frozenset[TopicPartition] = frozenset()
+    """The partitions the loop held at its last round (set by the loop's own thread)."""
     last_round: float = field(default_factory=time.monotonic)
 
     def fetched(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Note a fetch round (called once per `getmany`, empty or not)."""
+        """Note a fetch round (called once per `getmany`, empty or not): a partition's lag is
+        its high watermark minus the offset after the last record fetched from it."""
         self.last_round = time.monotonic()
         if self.consumer is None:
             return
+        self.held = frozenset(self.consumer.assignment())
         for tp, records in batch.items():
             high = self.consumer.highwater(tp)
             if high is not None and records:
                 self.lag[tp] = max(0, high - records[-1].offset - 1)
 
     def current_lag(self) -> dict[TopicPartition, int]:
-        """Lag of the partitions the loop holds now (revoked ones are left out)."""
-        if self.consumer is None:
-            return {}
-        held = self.consumer.assignment()
-        return {tp: n for tp, n in self.lag.items() if tp in held}
+        """Lag of the partitions the loop holds (revoked ones are left out)."""
+        held = self.held
+        return {tp: n for tp, n in list(self.lag.items()) if tp in held}
 
 
 class Exposition:
@@ -149,7 +151,7 @@ def render(worker: Worker) -> str:
         ("events_in_total", "Source documents read.", s.events_in),
         (
             "events_derived_total",
-            "Valid source documents processed by derivations.",
+            "Valid source documents processed by derivations, redeliveries included.",
             s.derived_events,
         ),
         (

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from pipeline.api import UNEXPECTED, make_app, serve
+from pipeline.embedded import free_port
 from pipeline.errors import SegflowError
 from pipeline.keys import KeyStore, add_keys_parser, create_key, hash_key, list_keys, revoke_key
 from pipeline.pointers import encode_key
@@ -29,7 +30,6 @@ from pipeline.topics import partition_for, read_to_end
 from pipeline.validation import Validator
 from tests.fixtures.events import generate
 from tests.fixtures.stack import Namespace, topic_ends
-from tests.integration.test_materialize import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,87 +11,20 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from aiohttp import web
 
+from pipeline.embedded import free_port
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace, topic_ends
+from tests.fixtures.webhooks import SECRET, Endpoint
 from tests.integration.test_pipeline import by_user, stop
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec_" + base64.b64encode(b"segflow-test-secret-0123456789ab").decode()
 TABLES = {
     "segment/memberships": "segment_memberships",
     "segment/profiles": "segment_profiles",
     "segment/toggles": "segment_toggles",
 }
-
-
-@dataclass
-class Endpoint:
-    """A webhook receiver recording every request; can fail on purpose."""
-
-    port: int
-    fail_every: int = 0  # answer 503 to every n-th request
-    reject: int = 0  # answer every request with this status
-    delay: float = 0.0
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-    calls: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.calls += 1
-        body = await request.read()
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.reject:
-            return web.Response(status=self.reject, text="unknown segment")
-        if self.fail_every and self.calls % self.fail_every == 0:
-            return web.Response(status=503)
-        self.requests.append((dict(request.headers), body))
-        return web.Response(status=200)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-    def toggles(self) -> list[dict[str, Any]]:
-        return [t for _, body in self.requests for t in orjson.loads(body)]
-
-    def signatures_valid(self) -> bool:
-        key = base64.b64decode(SECRET.removeprefix("whsec_"))
-        for headers, body in self.requests:
-            signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-            expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-            if f"v1,{expected}" not in headers["webhook-signature"].split(" "):
-                return False
-        return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def endpoint() -> AsyncIterator[Endpoint]:
-    ep = Endpoint(free_port())
-    await ep.start()
-    yield ep
-    await ep.stop()
 
 
 def materialize_env(

@@ -6,22 +6,17 @@ import asyncio
 import re
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from pipeline.embedded import free_port
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace
-from tests.integration.test_materialize import (
-    TABLES,
-    Endpoint,
-    free_port,
-    materialize_env,
-    materialized,
-)
+from tests.fixtures.webhooks import Endpoint
+from tests.integration.test_materialize import TABLES, materialize_env, materialized
 from tests.integration.test_pipeline import by_user, stop
 
 pytestmark = pytest.mark.integration
@@ -47,27 +42,19 @@ def parse(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
     return samples
 
 
-@pytest.fixture
-async def hooks() -> AsyncIterator[Endpoint]:
-    receiver = Endpoint(free_port())
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
 def one(samples: dict[str, dict[Any, float]], name: str, **labels: str) -> float:
     return samples[name][frozenset(labels.items())]
 
 
 async def test_health_and_metrics_match_the_work_done(
-    namespace: Namespace, postgres: str, pg_schema: str, hooks: Endpoint, tmp_path: Path
+    namespace: Namespace, postgres: str, pg_schema: str, endpoint: Endpoint, tmp_path: Path
 ) -> None:
     events = generate(3000, seed=61, redeliveries=0.1)
     expected = reference(events)
     bad = [{**events[0], "event": "not-a-uuid"}, {**events[1], "segment": {"vendor": 0}}]
     port = free_port()
     env = {
-        **materialize_env(namespace, postgres, pg_schema, hooks),
+        **materialize_env(namespace, postgres, pg_schema, endpoint),
         "SEGFLOW_METRICS_ADDR": f"127.0.0.1:{port}",
     }
     worker = namespace.worker(tmp_path / "worker.log", **env)
@@ -76,7 +63,7 @@ async def test_health_and_metrics_match_the_work_done(
         await namespace.produce("segment/events", [*events, *bad], partition_of=by_user)
         toggles = len(expected["segment/toggles"])
         rows = sum(len(expected[name]) for name in TABLES)
-        await materialized(namespace, postgres, pg_schema, hooks, toggles)
+        await materialized(namespace, postgres, pg_schema, endpoint, toggles)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/health") as response:
                 assert response.status == 200
@@ -125,7 +112,7 @@ async def test_health_and_metrics_match_the_work_done(
     assert one(samples, "segflow_webhook_retries_total", **hook) == 0
     assert one(samples, "segflow_webhook_toggles_parked_total", **hook) == 0
     requests = one(samples, "segflow_webhook_requests_total", **hook)
-    assert requests == len(hooks.requests)
+    assert requests == len(endpoint.requests)
     assert one(samples, "segflow_webhook_request_seconds_count", **hook) == requests
     assert one(samples, "segflow_webhook_batch_toggles_sum", **hook) == toggles
 

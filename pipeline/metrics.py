@@ -173,12 +173,12 @@ def render(worker: Worker) -> str:
         "Derived documents published, per collection (toggles: segment/toggles).",
         [({"collection": c}, n) for c, n in sorted(s.documents_by_collection.items())],
     )
-    loops = [worker.figures, *(m.figures for m in worker.sinks)]
+    loops = _loops(worker)
     now = time.monotonic()
     out.family(
         "consumer_lag",
         "gauge",
-        "Records between a loop's next offset and the partition's end (last fetch).",
+        "Records between the last one a loop fetched and the partition's end.",
         [
             ({"loop": f.name, "topic": tp.topic, "partition": str(tp.partition)}, n)
             for f in loops
@@ -208,6 +208,11 @@ def render(worker: Worker) -> str:
     return out.text()
 
 
+def _loops(worker: Worker) -> list[LoopFigures]:
+    """The derive loop's figures, then each materialization's."""
+    return [worker.figures, *(m.figures for m in worker.sinks)]
+
+
 def _sink_figures(out: Exposition, worker: Worker) -> None:
     """Each sink's own figures, one family per name across sinks."""
     families: dict[str, tuple[Figure, list[tuple[Labels, int | float | Histogram]]]] = {}
@@ -235,10 +240,7 @@ async def serve_metrics(worker: Worker, addr: tuple[str, int] | None) -> web.App
         body = {
             "status": "stopping" if worker.stopping.is_set() else "ok",
             "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in worker.states),
-            "loops": {
-                f.name: round(now - f.last_round, 3)
-                for f in [worker.figures, *(m.figures for m in worker.sinks)]
-            },
+            "loops": {f.name: round(now - f.last_round, 3) for f in _loops(worker)},
         }
         status = 503 if worker.stopping.is_set() else 200
         return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")

@@ -7,9 +7,17 @@ moves forward. Python neither decodes the documents nor builds rows, and a write
 network once however many tables and partitions it covers; that matters because the worker's
 event loop is busy deriving between round trips. A failed write leaves nothing behind and is
 simply called again. A partition whose checkpoint is already at or past the batch's end (a
-replay after a crash, a zombie writer) is skipped, so a table never goes back in time. When
-Postgres rejects a batch's data, each record is checked in Python to name the one that does not
-fit.
+replay after a crash, a zombie writer) is skipped, so a table never goes back in time.
+
+A record no row can hold (Postgres raises a data error for it: SQLSTATE class 22, 23 or 54 —
+a NUL character, a value out of range, an index entry too large) never blocks the others: the
+write is done again in the same way, but each binding and partition inside a savepoint, halving
+a part that fails until the offending records stand alone (k bad records among n cost
+about 2k·log2(n) statements). Those are **parked** — produced to the materialization's
+dead-letter topic with the error and their topic, partition, offset and key, and acknowledged
+there *before* the transaction that moves the checkpoint past them commits — so nothing is lost
+and everybody else's rows land. `segflow dlq replay` re-sends the current document of each
+parked key.
 
 Writes commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its
 checkpoint with it, so those records are simply written again from the broker; nothing is lost
@@ -18,13 +26,14 @@ or doubled.
 
 from __future__ import annotations
 
+import base64
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 from aiokafka import ConsumerRecord, TopicPartition
 from psycopg import sql
@@ -34,13 +43,29 @@ from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
 from pipeline.metrics import SECONDS, SIZES, Figure, Histogram
 
+log = logging.getLogger(__name__)
+
 CHECKPOINTS = "segflow_checkpoints"
 
 
-class DocumentError(SegflowError):
-    """A document does not have the shape its table needs. Not retriable."""
+DeadLetter = Callable[[bytes, dict[str, str]], Awaitable[None]]
 
-    retriable = False
+DATA_ERRORS = (
+    psycopg.errors.DataError,  # class 22: a value the column's type cannot take
+    psycopg.errors.IntegrityError,  # class 23
+    psycopg.errors.ProgramLimitExceeded,  # class 54: e.g. an index entry too large
+)
+"""What Postgres raises about a row's data, as opposed to the connection or the server."""
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A record no row of its table can hold, and why."""
+
+    binding: BindingSpec
+    record: ConsumerRecord
+    reason: str
+    sqlstate: str
 
 
 @dataclass(frozen=True)
@@ -67,12 +92,10 @@ DOCUMENT = Column("document", "jsonb", expression="d::jsonb")
 
 @dataclass(frozen=True)
 class Shape:
-    """How a collection's documents become rows: columns, key, and `check`, the same in Python
-    (run only to name the record Postgres rejected)."""
+    """How a collection's documents become rows: columns and key."""
 
     columns: tuple[Column, ...]
     key: tuple[str, ...]
-    check: Callable[[bytes | None, Any], object]
     keyed: bool = False
     """Whether a column needs the record key (`k`); Postgres then gets the keys as well."""
 
@@ -91,7 +114,6 @@ SHAPES: Mapping[str, Shape] = {
             DOCUMENT,
         ),
         key=("vendor", "segment_name", "user_id"),
-        check=lambda _, d: (d["segment"]["vendor"], d["segment"]["name"], d["user"], d["last"]),
     ),
     # `segments` is json, not jsonb, so `json_array_elements(segments)` works as analysts write it.
     "segment/profiles": Shape(
@@ -101,7 +123,6 @@ SHAPES: Mapping[str, Shape] = {
             DOCUMENT,
         ),
         key=("user_id",),
-        check=lambda _, d: (d["user"], d["segments"]),
     ),
     "segment/toggles": Shape(
         columns=(
@@ -115,14 +136,12 @@ SHAPES: Mapping[str, Shape] = {
             DOCUMENT,
         ),
         key=("event",),
-        check=lambda _, d: (d["event"], d["timestamp"], d["previous"]["event"]),
     ),
 }
 
 GENERIC = Shape(
     columns=(Column("key", "text", expression="k"), DOCUMENT),
     key=("key",),
-    check=lambda key, _: _text(key),
     keyed=True,
 )
 """A collection without its own shape: the record key and the whole document."""
@@ -131,22 +150,36 @@ GENERIC = Shape(
 class PostgresSink(BatchingSink):
     """Upserts each binding's documents into its table, atomically with the checkpoint."""
 
-    def __init__(self, spec: MaterializationSpec, topics: Mapping[str, BindingSpec]) -> None:
+    def __init__(
+        self,
+        spec: MaterializationSpec,
+        topics: Mapping[str, BindingSpec],
+        dead_letter: DeadLetter | None = None,
+    ) -> None:
         super().__init__(spec, topics)
         self._dsn = spec.config["dsn"]
         self._schema = spec.config["schema"]
+        self._dead_letter = dead_letter
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._upserts: dict[BindingSpec, sql.Composed] = {}
         self.rows = Histogram(SIZES)
         """Rows per write (one transaction), after combining per key."""
         self.seconds = Histogram(SECONDS)
         """Duration of each write that committed."""
+        self.parked = 0
+        """Records parked because no row could hold them."""
 
     def figures(self) -> Sequence[Figure]:
         return (
             Figure("postgres_write_rows", "histogram", "Rows upserted per transaction.", self.rows),
             Figure(
                 "postgres_write_seconds", "histogram", "Duration of committed writes.", self.seconds
+            ),
+            Figure(
+                "postgres_records_parked_total",
+                "counter",
+                "Records parked in the dead-letter topic because Postgres rejected their data.",
+                self.parked,
             ),
         )
 
@@ -195,72 +228,147 @@ class PostgresSink(BatchingSink):
         batch: Mapping[BindingSpec, list[ConsumerRecord]],
         through: Mapping[TopicPartition, int],
     ) -> None:
-        """Merge every binding's records and move the checkpoint, in one transaction."""
+        """Merge every binding's records and move the checkpoint, in one transaction; park
+        the records Postgres rejects for their data and write the others."""
         conn = await self._connection()
         began = time.monotonic()
+        parts = [
+            (binding, tp, some)
+            for binding, records in batch.items()
+            for tp, some in _by_partition(records).items()
+        ]
         try:
             async with conn.pipeline(), conn.transaction():
-                await conn.execute("set local synchronous_commit = off")
-                # Per-partition locks, in one order, fence concurrent writers of a partition.
-                for tp in sorted(through):
+                await self._begin(conn, through)
+                for binding, tp, some in parts:
                     await conn.execute(
-                        "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                        (f"segflow:{self.spec.name}:{tp.topic}:{tp.partition}",),
+                        self._upsert(binding), self._parameters(binding, some, tp, through)
                     )
-                for binding, records in batch.items():
-                    await self._merge(conn, binding, records, through)
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        sql.SQL(
-                            "insert into {} as c (materialization, topic, partition, next_offset)"
-                            " values (%s, %s, %s, %s)"
-                            " on conflict (materialization, topic, partition) do update"
-                            " set next_offset = greatest(c.next_offset, excluded.next_offset)"
-                        ).format(self._table(CHECKPOINTS)),
-                        [
-                            (self.spec.name, tp.topic, tp.partition, end)
-                            for tp, end in through.items()
-                        ],
-                    )
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            for binding, records in batch.items():
-                _check(binding, records, exc)
-            raise
+                await self._move_checkpoint(conn, through)
+        except (*DATA_ERRORS, _Unreadable):
+            # Some record cannot be a row: write the batch again, isolating it.
+            async with conn.transaction():
+                await self._begin(conn, through)
+                parked = []
+                for binding, tp, some in parts:
+                    parked += await self._isolate(conn, binding, tp, some, through)
+                await self._move_checkpoint(conn, through)
+                # Parked before the checkpoint passes them: a crash here parks them again.
+                await self._park(parked)
         self.seconds.observe(time.monotonic() - began)
         self.rows.observe(sum(len(records) for records in batch.values()))
 
-    async def _merge(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        binding: BindingSpec,
-        records: list[ConsumerRecord],
-        through: Mapping[TopicPartition, int],
+    async def _begin(
+        self, conn: psycopg.AsyncConnection[Any], through: Mapping[TopicPartition, int]
     ) -> None:
-        """Queue one upsert per partition of `records`, each skipped by Postgres if that
-        partition's checkpoint is already at or past `through`."""
-        shape = _shape(binding)
+        await conn.execute("set local synchronous_commit = off")
+        # Per-partition locks, in one order, fence concurrent writers of a partition.
+        for tp in sorted(through):
+            await conn.execute(
+                "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"segflow:{self.spec.name}:{tp.topic}:{tp.partition}",),
+            )
+
+    async def _move_checkpoint(
+        self, conn: psycopg.AsyncConnection[Any], through: Mapping[TopicPartition, int]
+    ) -> None:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                sql.SQL(
+                    "insert into {} as c (materialization, topic, partition, next_offset)"
+                    " values (%s, %s, %s, %s)"
+                    " on conflict (materialization, topic, partition) do update"
+                    " set next_offset = greatest(c.next_offset, excluded.next_offset)"
+                ).format(self._table(CHECKPOINTS)),
+                [(self.spec.name, tp.topic, tp.partition, end) for tp, end in through.items()],
+            )
+
+    def _upsert(self, binding: BindingSpec) -> sql.Composed:
         statement = self._upserts.get(binding)
         if statement is None:
             statement = self._upserts[binding] = _upsert(
-                self._table(_table_name(binding)), self._table(CHECKPOINTS), shape
+                self._table(_table_name(binding)), self._table(CHECKPOINTS), _shape(binding)
             )
-        by_partition: dict[TopicPartition, list[ConsumerRecord]] = {}
-        for record in records:
-            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
-                record
+        return statement
+
+    def _parameters(
+        self,
+        binding: BindingSpec,
+        records: Sequence[ConsumerRecord],
+        tp: TopicPartition,
+        through: Mapping[TopicPartition, int],
+    ) -> tuple[Any, ...]:
+        """The upsert's parameters for one partition's records: skipped by Postgres if that
+        partition's checkpoint is already at or past `through`."""
+        source: tuple[Any, ...]
+        try:
+            if _shape(binding).keyed:
+                source = ([_text(r.key) for r in records], [r.value.decode() for r in records])
+            else:
+                source = ((b"[" + b",".join([r.value for r in records]) + b"]").decode(),)
+        except (TypeError, AttributeError, UnicodeDecodeError) as exc:  # no value, not UTF-8
+            raise _Unreadable(str(exc)) from exc
+        return (*source, self.spec.name, tp.topic, tp.partition, through[tp])
+
+    async def _isolate(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        binding: BindingSpec,
+        tp: TopicPartition,
+        records: Sequence[ConsumerRecord],
+        through: Mapping[TopicPartition, int],
+    ) -> list[Parked]:
+        """Write `records` inside a savepoint; on a data error, each half the same way, down
+        to the records that fail alone. Returns those."""
+        try:
+            parameters = self._parameters(binding, records, tp, through)
+            async with conn.transaction():  # a savepoint
+                await conn.execute(self._upsert(binding), parameters)
+            return []
+        except DATA_ERRORS as exc:
+            if len(records) == 1:
+                state = exc.sqlstate or ""
+                return [Parked(binding, records[0], f"{type(exc).__name__}: {exc}", state)]
+        except _Unreadable as exc:
+            if len(records) == 1:
+                return [Parked(binding, records[0], f"not a UTF-8 JSON document: {exc}", "")]
+        half = len(records) // 2
+        return [
+            *await self._isolate(conn, binding, tp, records[:half], through),
+            *await self._isolate(conn, binding, tp, records[half:], through),
+        ]
+
+    async def _park(self, parked: Sequence[Parked]) -> None:
+        for item in parked:
+            record = item.record
+            log.error(
+                "%s: parking the record at %s[%d]@%d (key %r): table %r cannot hold it: %s",
+                self.spec.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                record.key,
+                _table_name(item.binding),
+                item.reason,
             )
-        for tp, some in by_partition.items():
-            source: tuple[Any, ...]
+            if self._dead_letter is None:
+                raise DocumentError(item.reason)
+            headers = {
+                "materialization": self.spec.name,
+                "table": _table_name(item.binding),
+                "collection": item.binding.source,
+                "error": item.reason,
+                "sqlstate": item.sqlstate,
+                "topic": record.topic,
+                "partition": str(record.partition),
+                "offset": str(record.offset),
+                "key": _shown(record.key),
+            }
             try:
-                if shape.keyed:
-                    source = ([_text(r.key) for r in some], [r.value.decode() for r in some])
-                else:
-                    source = ((b"[" + b",".join([r.value for r in some]) + b"]").decode(),)
-            except (TypeError, AttributeError, UnicodeDecodeError) as exc:  # no value, not UTF-8
-                _check(binding, some, exc)
-                raise
-            guard = (self.spec.name, tp.topic, tp.partition, through[tp])
-            await conn.execute(statement, (*source, *guard))
+                await self._dead_letter(record.value or b"", headers)
+            except Exception as exc:  # whatever the producer raises: the write is retried
+                raise ParkingFailed(f"{self.spec.name}: cannot park a record ({exc!r})") from exc
+            self.parked += 1
 
     async def _checkpoints(
         self, conn: psycopg.AsyncConnection[Any], partitions: Sequence[TopicPartition]
@@ -280,6 +388,38 @@ class PostgresSink(BatchingSink):
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+class _Unreadable(Exception):
+    """A record's key or value is not text Postgres can be given (absent, not UTF-8)."""
+
+
+class ParkingFailed(SegflowError):
+    """The dead-letter topic did not take a parked record; the write is tried again."""
+
+    retriable = True
+
+
+class DocumentError(SegflowError):
+    """A record no row can hold, and no dead-letter topic to park it in. Not retriable."""
+
+    retriable = False
+
+
+def _by_partition(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, list[ConsumerRecord]]:
+    parts: dict[TopicPartition, list[ConsumerRecord]] = {}
+    for record in records:
+        parts.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+    return parts
+
+
+def _shown(key: bytes | None) -> str:
+    if key is None:
+        return ""
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(key).decode()
 
 
 def _shape(binding: BindingSpec) -> Shape:
@@ -347,22 +487,6 @@ def _upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) ->
 
 def _text(key: bytes | None) -> str | None:
     return key.decode() if key is not None else None
-
-
-def _check(binding: BindingSpec, records: Sequence[ConsumerRecord], cause: BaseException) -> None:
-    """Raise DocumentError for the first record that cannot be a row of `binding`'s table;
-    return if every one can (the error was something else)."""
-    shape = _shape(binding)
-    for record in records:
-        try:
-            shape.check(record.key, orjson.loads(record.value.decode()))
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise DocumentError(
-                f"table '{_table_name(binding)}' (from '{binding.source}'): document at"
-                f" {record.topic}[{record.partition}]@{record.offset} with key"
-                f" {record.key!r} does not fit its columns ({type(exc).__name__}: {exc}):"
-                f" {record.value!r:.200}"
-            ) from cause
 
 
 def load_queries(path: str | Path) -> dict[str, str]:

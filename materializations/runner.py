@@ -32,6 +32,9 @@ from pipeline.topics import Commits, Names, group_consumer, hold_fetches
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 15.0
+"""Seconds a materialization may take to stop (webhooks drain for up to 10 of them)."""
+
 BACKLOG_LIMIT = 50_000
 """Queued webhook toggles above which fetching pauses until the endpoint catches up."""
 
@@ -44,7 +47,7 @@ def make_sink(
     if spec.kind == "postgres":
         from materializations.postgres import PostgresSink
 
-        return PostgresSink(spec, topics)
+        return PostgresSink(spec, topics, dead_letter=dead_letter)
     if spec.kind == "webhook":
         from materializations.webhook import WebhookSink
 
@@ -99,7 +102,8 @@ class Materializer:
         consumer = group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
         commits = self.commits = Commits(consumer)
         self.figures.consumer = consumer
-        await self._open()
+        if not await self._open(stopping):
+            return
         await consumer.start()
         try:
             if self.group:
@@ -135,7 +139,7 @@ class Materializer:
                 if applied >= most or loop.time() >= due or not (applied or batch):
                     if applied:
                         began = loop.time()
-                    await self._flush()
+                    await self._flush(stopping)
                     applied, due = 0, math.inf
                 elif batch:
                     # Nothing is written before `due`: fetch what comes until then at once.
@@ -147,7 +151,7 @@ class Materializer:
             drain = getattr(self.sink, "drain", None)
             if drain is not None:
                 await drain(10.0)
-            await self._flush()
+            await self._flush(stopping)
             await commits.settle()
         finally:
             await consumer.stop()
@@ -159,20 +163,28 @@ class Materializer:
             if offset is not None:
                 consumer.seek(tp, offset)
 
-    async def _open(self) -> None:
+    async def _open(self, stopping: asyncio.Event) -> bool:
+        """Open the sink, retrying what can be retried until it opens (True) or the worker
+        stops (False)."""
         delay = 0.5
         while True:
             try:
                 await self.sink.open()
-                return
+                return True
             except Exception as exc:
                 if not _retriable(exc):
                     raise
+                if stopping.is_set():
+                    log.warning("%s: cannot open (%s); stopping", self.spec.name, exc)
+                    return False
                 log.warning("%s: cannot open (%s); retrying in %.1fs", self.spec.name, exc, delay)
-                await asyncio.sleep(delay)
+                await _wait(stopping, delay)
                 delay = min(delay * 2, 30.0)
 
-    async def _flush(self) -> None:
+    async def _flush(self, stopping: asyncio.Event) -> None:
+        """Flush the sink, then commit what it made durable. A retriable failure is tried
+        again with backoff until it lands or the worker stops: then the flush is given up,
+        and what it held is read and written again by whoever owns the partitions next."""
         delay = 0.5
         while True:
             try:
@@ -181,11 +193,20 @@ class Materializer:
             except Exception as exc:
                 if not _retriable(exc):
                     raise
+                if stopping.is_set():
+                    log.warning(
+                        "%s: write failed (%s); stopping without it (not committed: read again"
+                        " at the next start)",
+                        self.spec.name,
+                        exc,
+                    )
+                    return
                 log.warning("%s: write failed (%s); retrying in %.1fs", self.spec.name, exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await _wait(stopping, delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 30.0)
                 await self.sink.close()
-                await self._open()
+                if not await self._open(stopping):
+                    return
         if offsets:
             self.flushes += 1
             assert self.commits is not None
@@ -228,10 +249,14 @@ async def run_in_thread(materializers: Sequence[Materializer], stopping: asyncio
             asyncio.create_task(m.run(stop), name=f"materialize {m.spec.name}")
             for m in materializers
         ]
+        watchdog = asyncio.create_task(_cancel_late(runs, stop))
         await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()  # one failed: stop the others (a clean return only happens once stopping)
+        await asyncio.wait(runs)
+        watchdog.cancel()
         for result in await asyncio.gather(*runs, return_exceptions=True):
-            if isinstance(result, BaseException):
+            # Cancelled means stopped late by `_cancel_late`: not a failure.
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
 
     thread = asyncio.create_task(asyncio.to_thread(asyncio.run, main()))
@@ -247,11 +272,31 @@ async def run_in_thread(materializers: Sequence[Materializer], stopping: asyncio
         await asyncio.shield(thread)
 
 
+async def _cancel_late(runs: Sequence[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Cancel what has not finished `STOP_GRACE` seconds after `stop` (a write that hangs)."""
+    await stop.wait()
+    _, late = await asyncio.wait(runs, timeout=STOP_GRACE)
+    for task in late:
+        log.warning("%s: still busy %.0fs after the stop; cancelled", task.get_name(), STOP_GRACE)
+        task.cancel()
+
+
+async def _wait(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if the worker stops meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
 def _retriable(exc: BaseException) -> bool:
+    """Whether a sink error is the endpoint's, not the data's: the write is tried again."""
+    if getattr(exc, "retriable", False):
+        return True
     try:
         import psycopg
     except ImportError:  # pragma: no cover - psycopg is a dependency
         return isinstance(exc, OSError)
+    if isinstance(exc, psycopg.errors.ProgramLimitExceeded):  # about a row's data
+        return False
     return isinstance(exc, OSError | psycopg.OperationalError | psycopg.InterfaceError)
 
 

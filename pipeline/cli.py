@@ -221,12 +221,14 @@ def parser() -> argparse.ArgumentParser:
     receiver.add_argument("--delay-ms", type=int, default=0, help="answer each request late")
     receiver.set_defaults(func=cmd_webhook_receiver)
 
-    dlq = sub.add_parser("dlq", help="dead letters: invalid documents and parked webhook batches")
+    dlq = sub.add_parser(
+        "dlq", help="dead letters: invalid documents, parked webhook batches and Postgres records"
+    )
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="print dead letters as JSON lines")
     dlq_list.add_argument("name", nargs="?", help="a collection or materialization (default: all)")
     dlq_replay = dlq_sub.add_parser("replay", help="re-send what was parked since the last replay")
-    dlq_replay.add_argument("name", help="a collection or a webhook materialization")
+    dlq_replay.add_argument("name", help="a collection or a materialization")
     dlq.set_defaults(func=cmd_dlq)
 
     from pipeline.api import add_api_parser

@@ -1,14 +1,17 @@
 """`segflow dlq`: show and re-send what was dead-lettered.
 
-Two kinds of dead letters: documents of a collection that failed validation
-(`<topic>.dead-letter`), and webhook batches an endpoint rejected for good
-(`segflow.<materialization>.dead-letter`). Replay re-sends them — documents to their collection's
-topic (validated again), batches to the endpoint — and remembers how far it got in a consumer
-group, so a second replay sends only what was parked since.
+Three kinds of dead letters: documents of a collection that failed validation
+(`<topic>.dead-letter`), webhook batches an endpoint rejected for good, and records a Postgres
+table could not hold (both `segflow.<materialization>.dead-letter`). Replay re-sends them —
+documents to their collection's topic (validated again), batches to the endpoint, and for a
+parked Postgres record the *current* document of its key (so a replay never takes a row back to
+an older state) to the partition it came from, for the sink to write again — and remembers how
+far it got in a consumer group, so a second replay sends only what was parked since.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -104,6 +107,8 @@ async def replay(bootstrap: str, catalog: Catalog, names: Names, name: str) -> i
         elif target.kind == "webhook":
             config = catalog.materializations[name].config
             sent = await _replay_batches(bootstrap, target, config, start, consumer)
+        elif target.kind == "postgres":
+            sent = await _replay_records(bootstrap, target, start, consumer)
         return sent
     finally:
         await consumer.stop()
@@ -163,3 +168,46 @@ async def _replay_batches(
             )
             sent += 1
     return sent
+
+
+async def _replay_records(
+    bootstrap: str, target: Target, start: int, consumer: AIOKafkaConsumer
+) -> int:
+    """Each parked record's key, written again with its current document (the last record of
+    that key in its partition) to the partition it came from."""
+    parked: list[tuple[TopicPartition, bytes | None]] = []
+    last = start
+    async for record in letters(bootstrap, target, start):
+        headers = {k: v.decode() for k, v in record.headers or ()}
+        tp = TopicPartition(headers["topic"], int(headers["partition"]))
+        parked.append((tp, _key(headers["key"])))
+        last = record.offset + 1
+    if not parked:
+        return 0
+    wanted = {tp: {key for t, key in parked if t == tp} for tp, _ in parked}
+    current: dict[tuple[TopicPartition, bytes | None], bytes | None] = {}
+    async for records in read_to_end(bootstrap, dict.fromkeys(wanted, 0)):
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if record.key in wanted[tp]:
+                current[tp, record.key] = record.value
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for tp, key in dict.fromkeys(parked):  # each key once, in parking order
+            value = current.get((tp, key))
+            if value is not None:
+                await producer.send_and_wait(tp.topic, value, key=key, partition=tp.partition)
+    finally:
+        await producer.stop()
+    await consumer.commit({TopicPartition(target.topic, 0): last})
+    return len(parked)
+
+
+def _key(shown: str) -> bytes | None:
+    """A record key as the Postgres sink wrote it into the `key` header."""
+    if not shown:
+        return None
+    if shown.startswith("base64:"):
+        return base64.b64decode(shown.removeprefix("base64:"))
+    return shown.encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -82,14 +83,19 @@ def toggle(
 
 
 def make_sink(
-    catalog: Catalog, dsn: str, schema: str, bindings: tuple[BindingSpec, ...] | None = None
+    catalog: Catalog,
+    dsn: str,
+    schema: str,
+    bindings: tuple[BindingSpec, ...] | None = None,
+    dead_letter: Any = None,
 ) -> PostgresSink:
     spec: MaterializationSpec = replace(
         catalog.materializations["postgres"],
         config={"dsn": dsn, "schema": schema},
         bindings=bindings or catalog.materializations["postgres"].bindings,
     )
-    return PostgresSink(spec, {b.source.replace("/", "."): b for b in spec.bindings})
+    topics = {b.source.replace("/", "."): b for b in spec.bindings}
+    return PostgresSink(spec, topics, dead_letter=dead_letter)
 
 
 def rows(dsn: str, schema: str, table: str, order: str = "1") -> list[tuple[Any, ...]]:
@@ -300,30 +306,115 @@ async def test_positions_come_from_the_checkpoint_written_with_the_rows(
     ]
 
 
-async def test_a_bad_document_midway_leaves_neither_rows_nor_checkpoint(
+async def test_a_bad_document_without_a_dead_letter_topic_leaves_neither_rows_nor_checkpoint(
     sink: PostgresSink, postgres: str, pg_schema: str
 ) -> None:
     bad_uuid = toggle("alice", "2021-01-18T00:00:00Z") | {"event": "not-a-uuid"}
     async with sink:
         await sink.apply(MEMBERSHIPS, records(MEMBERSHIPS, [membership("alice")]))
         await sink.apply(TOGGLES, records(TOGGLES, [bad_uuid]))
-        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        with pytest.raises(DocumentError, match="InvalidTextRepresentation"):
             await sink.flush()
     assert rows(postgres, pg_schema, "segment_memberships") == []
     assert checkpoints(postgres, pg_schema) == []
 
-    # A document without a segment cannot be a membership row; profiles were merged before it.
-    async with make_sink_like(sink) as again:
-        await again.apply(PROFILES, records(PROFILES, [profile("bob")]))
-        await again.apply(MEMBERSHIPS, records(MEMBERSHIPS, [membership("bob")]))
-        await again.apply(MEMBERSHIPS, [Record("segment.memberships", 0, 9, b"x", b'{"user": 1}')])
-        with pytest.raises(
-            DocumentError, match=r"table 'segment_memberships' .* \(KeyError: 'segment'\)"
-        ):
-            await again.flush()
-    assert rows(postgres, pg_schema, "segment_memberships") == []
-    assert rows(postgres, pg_schema, "segment_profiles") == []
-    assert checkpoints(postgres, pg_schema) == []
+
+class Parking:
+    """A dead-letter topic stand-in: what the sink parked, with its headers."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[bytes, dict[str, str]]] = []
+
+    async def __call__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.letters.append((body, headers))
+
+
+HUGE = os.urandom(4500).hex()  # incompressible: an index entry over Postgres' limit (class 54)
+HOSTILE = [
+    ("nul in user", membership("nul\u0000user")),  # class 22: text cannot hold U+0000
+    ("nul in value", membership("carol", value="a\u0000b")),
+    ("huge user", membership(HUGE)),
+    ("vendor beyond int", membership("dave", vendor=2**31)),
+    ("no segment", {"user": "erin", "last": "2021-01-16T17:09:34Z", "member": True}),  # 23
+    ("year 0", membership("fay", last="0000-01-01T00:00:00Z")),
+]
+
+
+async def test_records_postgres_rejects_are_parked_and_everybody_else_lands(
+    catalog: Catalog, postgres: str, pg_schema: str
+) -> None:
+    parking = Parking()
+    sink = make_sink(catalog, postgres, pg_schema, dead_letter=parking)
+    good = [membership(f"user-{i}", value=f"v{i}") for i in range(40)]
+    docs = [*good[:13], *[doc for _, doc in HOSTILE], *good[13:]]
+    async with sink:
+        await sink.apply(MEMBERSHIPS, records(MEMBERSHIPS, docs, start=100))
+        await sink.apply(PROFILES, records(PROFILES, [profile("bob")], partition=1))
+        await sink.apply(TOGGLES, records(TOGGLES, [toggle("bob", "2021-01-18T00:00:00Z")]))
+        await sink.apply(TOGGLES, [Record("segment.toggles", 2, 7, b"t", b"\xff not utf-8")])
+        assert await sink.flush() == {
+            TopicPartition("segment.memberships", 0): 100 + len(docs),
+            TopicPartition("segment.profiles", 1): 1,
+            TopicPartition("segment.toggles", 0): 1,
+            TopicPartition("segment.toggles", 2): 8,
+        }
+    users = [r[2] for r in rows(postgres, pg_schema, "segment_memberships", "user_id")]
+    assert users == sorted(d["user"] for d in good)
+    assert len(rows(postgres, pg_schema, "segment_profiles")) == 1
+    assert len(rows(postgres, pg_schema, "segment_toggles")) == 1
+    assert {(t, p, o) for _, t, p, o in checkpoints(postgres, pg_schema)} == {
+        ("segment.memberships", 0, 100 + len(docs)),
+        ("segment.profiles", 1, 1),
+        ("segment.toggles", 0, 1),
+        ("segment.toggles", 2, 8),
+    }
+
+    assert sink.parked == len(HOSTILE) + 1
+    by_offset = {int(h["offset"]): (body, h) for body, h in parking.letters}
+    for i, (what, doc) in enumerate(HOSTILE):
+        body, headers = by_offset[113 + i]
+        assert orjson.loads(body) == doc, what
+        assert headers["topic"] == "segment.memberships", what
+        assert headers["partition"] == "0"
+        assert headers["table"] == "segment_memberships"
+        assert headers["collection"] == "segment/memberships"
+        assert headers["key"] == _key(MEMBERSHIPS, doc).decode() if "segment" in doc else True
+        assert headers["sqlstate"][:2] in ("22", "23", "54"), (what, headers)
+    assert "UntranslatableCharacter" in by_offset[113][1]["error"]
+    assert "ProgramLimitExceeded" in by_offset[115][1]["error"]
+    assert "NumericValueOutOfRange" in by_offset[116][1]["error"]
+    assert "NotNullViolation" in by_offset[117][1]["error"]
+    body, headers = by_offset[7]
+    assert (body, headers["topic"], headers["partition"]) == (
+        b"\xff not utf-8",
+        "segment.toggles",
+        "2",
+    )
+    assert "not a UTF-8 JSON document" in headers["error"]
+
+
+async def test_isolating_a_bad_record_takes_few_statements(
+    catalog: Catalog, postgres: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parking = Parking()
+    sink = make_sink(catalog, postgres, pg_schema, dead_letter=parking)
+    docs = [membership(f"user-{i}") for i in range(4096)]
+    docs[1234] = membership("nul\u0000")
+    statements = 0
+    isolate = sink._isolate
+
+    async def counted(*args: Any) -> Any:
+        nonlocal statements
+        statements += 1
+        return await isolate(*args)
+
+    monkeypatch.setattr(sink, "_isolate", counted)
+    async with sink:
+        await sink.apply(MEMBERSHIPS, records(MEMBERSHIPS, docs))
+        await sink.flush()
+    assert len(parking.letters) == 1
+    assert len(rows(postgres, pg_schema, "segment_memberships")) == 4095
+    assert statements <= 2 * 12 + 1  # log2(4096) = 12 halvings, two halves each
 
 
 def make_sink_like(sink: PostgresSink) -> PostgresSink:
@@ -333,28 +424,29 @@ def make_sink_like(sink: PostgresSink) -> PostgresSink:
 async def test_a_connection_lost_before_the_checkpoint_rolls_back_and_the_retry_lands(
     sink: PostgresSink, postgres: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    merge = sink._merge
+    parameters = sink._parameters
     merged: list[str] = []
 
-    async def merge_then_lose_connection(conn: Any, binding: BindingSpec, *args: Any) -> None:
-        await merge(conn, binding, *args)
+    def parameters_then_lose_connection(binding: BindingSpec, *args: Any) -> Any:
         merged.append(binding.source)
-        if len(merged) == 2:  # after two tables are merged, before the third and the checkpoint
+        if len(merged) == 3:  # after two tables are merged, before the third and the checkpoint
+            assert sink._conn is not None
             with psycopg.connect(postgres, autocommit=True) as admin:
-                admin.execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
+                admin.execute("select pg_terminate_backend(%s)", (sink._conn.info.backend_pid,))
+        return parameters(binding, *args)
 
     async with sink:
         await sink.apply(MEMBERSHIPS, records(MEMBERSHIPS, [membership("alice")]))
         await sink.apply(PROFILES, records(PROFILES, [profile("alice", membership("alice"))]))
         await sink.apply(TOGGLES, records(TOGGLES, [toggle("alice", "2021-01-18T00:00:00Z")]))
-        monkeypatch.setattr(sink, "_merge", merge_then_lose_connection)
+        monkeypatch.setattr(sink, "_parameters", parameters_then_lose_connection)
         with pytest.raises(psycopg.OperationalError):
             await sink.flush()
         assert rows(postgres, pg_schema, "segment_memberships") == []
         assert rows(postgres, pg_schema, "segment_profiles") == []
         assert checkpoints(postgres, pg_schema) == []
 
-        monkeypatch.setattr(sink, "_merge", merge)
+        monkeypatch.setattr(sink, "_parameters", parameters)
         assert await sink.flush() != {}  # the same batch again, on a new connection
     assert len(rows(postgres, pg_schema, "segment_memberships")) == 1
     assert len(rows(postgres, pg_schema, "segment_profiles")) == 1

@@ -84,3 +84,29 @@ async def test_cancelled_at_once_still_stops_them() -> None:
 
 async def test_nothing_to_run_returns_at_once() -> None:
     await asyncio.wait_for(run_in_thread([], asyncio.Event()), 1)
+
+
+class Stuck(Run):
+    """A materialization whose last write hangs (a lock in Postgres, an endpoint that never
+    answers)."""
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.stopped = True
+            raise
+
+
+async def test_one_still_busy_after_the_grace_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("materializations.runner.STOP_GRACE", 0.2)
+    runs = [Stuck("postgres"), Run("webhook")]
+    stopping = asyncio.Event()
+    task = start(runs, stopping)
+    await asyncio.sleep(0.1)
+    stopping.set()
+    await asyncio.wait_for(task, 5)  # returns: a late stop is not a failure
+    assert all(run.stopped for run in runs)

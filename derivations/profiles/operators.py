@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import SegflowError
+
 from . import durations
 from .durations import Duration
 from .instants import Instant, next_nanosecond
@@ -48,7 +50,14 @@ TEXT_OPS = ("like", "notLike", "iLike", "notILike", "startsWith", "endsWith", "c
 RELATIVE_OPS = ("inTheLast", "inTheNext", "notInTheLast")
 OPERATORS = EVERY_TYPE_OPS + ORDER_OPS + TEXT_OPS + RELATIVE_OPS
 NEGATIVE = {"ne": "eq", "notIn": "in", "notLike": "like", "notILike": "iLike"}
-NO_VALUE: Any = object()
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Any = _NoValue()
 """The `value` of a rule that has none (`exists`, `notExists`)."""
 
 Test = Callable[[Value, Instant], bool]
@@ -56,7 +65,7 @@ Window = tuple[Instant, Instant | None]
 """When an element matches a relative rule: [start, end), end None for ever."""
 
 
-class RuleError(ValueError):
+class RuleError(SegflowError, ValueError):
     """A rule or condition that cannot be compiled: where in it (a JSON pointer relative to the
     rule, like '/value/1') and what is wrong."""
 
@@ -370,8 +379,8 @@ def compile_condition(op: str, value: Any = NO_VALUE, kind: str | None = None) -
 
 def infer_kind(op: str, value: Any) -> str:
     """The type a `where` condition without `type` compares as; raises RuleError if none fits."""
-    if op in ("exists", "notExists") or op in TEXT_OPS or op not in OPERATORS:
-        return "string"
+    if op in ("exists", "notExists") or op in TEXT_OPS or op not in OPERATORS or value == []:
+        return "string"  # an empty list: compile_rule says what is wrong with it
     sample = value[0] if isinstance(value, list) and value else value
     if isinstance(sample, bool):
         if op in ORDER_OPS:

@@ -276,12 +276,12 @@ group_rules = st.lists(
 def test_group_next_flip_matches_a_scan(
     match: str, rules: list[tuple[str, str, str, bool]], a: list[str], b: list[str], now: Instant
 ) -> None:
-    specs = []
+    specs: list[tuple[str, str, Any, bool]] = []
     for prop, op, duration, array in rules:
         value = NO_VALUE if op == "exists" else format_instant(BASE) if op == "gt" else duration
         specs.append((prop, op, value, array))
     arrays = {prop: array for prop, _, _, array in specs}  # one array flag per property
-    properties = {}
+    properties: dict[str, Any] = {}
     for prop, values in (("a", a), ("b", b)):
         if arrays.get(prop, False):
             properties[prop] = values

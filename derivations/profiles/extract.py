@@ -1,0 +1,108 @@
+"""What one product event contributes to one property (SPEC 8.3), and adding it to the state.
+
+An `EventProperty` is compiled once per event-sourced property. For an event (decoded JSON) it
+gives the values to add to the property's aggregate state:
+- nothing when the event's type is not among `events`, or a `where` condition fails;
+- for `count`, one contribution (None) per event taken;
+- otherwise the value at `path` normalised by the type, or an `Invalid` with the reason.
+A path that is absent, or holds JSON null, contributes nothing: null is "no value" rather than a
+value of the wrong type (aggregates cannot un-set a value anyway). For an array property
+(`distinct`), a list at the path contributes each of its elements (nulls skipped); a list for
+any other property does not fit its type.
+
+Import-sourced properties (`from: {import, column}`) take their value from rows, not events:
+the runtime adds those with `Aggregate("latest", type)` ordered by watermark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .aggregates import Aggregate, Order, State
+from .model import EventSource, ProfilesSpec, PropertySpec
+from .operators import Condition, compile_condition
+from .values import Invalid, Value, normalise
+
+Tokens = tuple[str, ...]
+
+
+def parse_pointer(pointer: str) -> Tokens:
+    """'/data/a~1b' as ('data', 'a/b') (RFC 6901; the spec checker has checked the syntax)."""
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:])
+
+
+def read(document: Any, tokens: Tokens) -> Any:
+    """The value at `tokens`, or None if there is none."""
+    value = document
+    for token in tokens:
+        if isinstance(value, dict):
+            value = value.get(token)
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return None
+    return value
+
+
+@dataclass(frozen=True)
+class EventProperty:
+    """A compiled event-sourced property."""
+
+    name: str
+    type: str
+    array: bool
+    aggregate: Aggregate
+    events: frozenset[str] | None
+    path: Tokens | None
+    where: tuple[tuple[Tokens, Condition], ...]
+
+    def contributions(self, event: Mapping[str, Any]) -> list[Value | Invalid | None]:
+        """What `event` adds to this property: see the module docstring."""
+        if self.events is not None and event.get("type") not in self.events:
+            return []
+        if not all(condition.holds(read(event, tokens)) for tokens, condition in self.where):
+            return []
+        if self.path is None:
+            return [None]
+        raw = read(event, self.path)
+        if raw is None:
+            return []
+        if isinstance(raw, list) and self.array:
+            return [normalise(self.type, element) for element in raw if element is not None]
+        return [normalise(self.type, raw)]
+
+    def add(self, state: State, event: Mapping[str, Any], order: Order) -> State:
+        """`state` with `event`'s contributions added (the same state if it has none)."""
+        for value in self.contributions(event):
+            state = self.aggregate.add(state, value, order)
+        return state
+
+
+def compile_property(spec: PropertySpec) -> EventProperty:
+    """An event-sourced property of a checked spec."""
+    source = spec.source
+    if not isinstance(source, EventSource):
+        raise ValueError(f"property '{spec.name}' comes from an import, not from events")
+    where = tuple(
+        (parse_pointer(c.path), compile_condition(c.op, c.value, c.type)) for c in source.where
+    )
+    return EventProperty(
+        name=spec.name,
+        type=spec.type,
+        array=spec.array,
+        aggregate=Aggregate(source.aggregate, spec.type),
+        events=None if source.events is None else frozenset(source.events),
+        path=None if source.path is None else parse_pointer(source.path),
+        where=where,
+    )
+
+
+def compile_properties(spec: ProfilesSpec) -> dict[str, EventProperty]:
+    """Every event-sourced property of `spec`, by name."""
+    return {
+        name: compile_property(prop)
+        for name, prop in spec.properties.items()
+        if isinstance(prop.source, EventSource)
+    }

@@ -37,6 +37,7 @@ Semantics, where the spec leaves room:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +93,11 @@ class Aggregate:
         """`state` with one more event (its value, or why it was left out; None for `count`)."""
         if isinstance(value, Invalid):
             return self.merge(state, {_BAD: [list(order), value.reason]})
-        return self.merge(state, _STRATEGIES[self.kind].single(self.type, value, list(order)))
+        strategy = _STRATEGIES[self.kind]
+        inserted = strategy.insert(self.type, state, value)
+        if inserted is not None:
+            return inserted
+        return self.merge(state, strategy.single(self.type, value, list(order)))
 
     def merge(self, a: State, b: State) -> State:
         """The state of the events of `a` and of `b` (two disjoint sets of events)."""
@@ -156,6 +161,10 @@ class _Strategy:
 
     def single(self, type_: str, value: Any, order: Order) -> State:
         raise NotImplementedError
+
+    def insert(self, type_: str, state: State, value: Any) -> State | None:
+        """A quicker way to add one value than merging its single state, if there is one."""
+        return None
 
     def merge(self, type_: str, a: State, b: State) -> State:
         raise NotImplementedError
@@ -228,6 +237,21 @@ class _Distinct(_Strategy):
     def merge(self, type_: str, a: State, b: State) -> State:
         values = distinct_values(type_, [*a.get(_VALUE, ()), *b.get(_VALUE, ())])
         return {_VALUE: values} if values else {}
+
+    def insert(self, type_: str, state: State, value: Any) -> State | None:
+        """Binary search instead of a sort: a page view adds to a list of up to 1,000 pages."""
+        values: list[Any] = state.get(_VALUE, [])
+        key, same = order_key(type_), identity_key(type_)
+        index = bisect.bisect_left(values, key(value), key=key)
+        for neighbour in (index - 1, index):  # at most one stored value shares the identity
+            if 0 <= neighbour < len(values) and same(values[neighbour]) == same(value):
+                if key(value) >= key(values[neighbour]):
+                    return state
+                return {**state, _VALUE: [*values[:neighbour], value, *values[neighbour + 1 :]]}
+        if index >= MAX_DISTINCT:
+            return state
+        kept = [*values[:index], value, *values[index:]][:MAX_DISTINCT]
+        return {**state, _VALUE: kept}
 
     def result(self, type_: str, state: State) -> Any:
         return state.get(_VALUE)

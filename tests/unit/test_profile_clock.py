@@ -16,16 +16,10 @@ from derivations.profiles.instants import (
     format_instant,
     from_epoch_ns,
     next_nanosecond,
-    parse_instant,
     to_epoch_ns,
 )
 from derivations.profiles.operators import NO_VALUE, RELATIVE_OPS, Rule, compile_rule
-
-
-def at(text: str) -> Instant:
-    instant = parse_instant(text)
-    assert instant is not None
-    return instant
+from derivations.profiles.values import instant_of as at
 
 
 def rule(op: str, duration: str, array: bool = False) -> Rule:

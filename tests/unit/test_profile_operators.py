@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from derivations.profiles.instants import Instant, parse_instant
 from derivations.profiles.operators import (
     NEGATIVE,
     NO_VALUE,
@@ -18,13 +17,7 @@ from derivations.profiles.operators import (
     operators_for,
 )
 from derivations.profiles.values import TEXT_TYPES, TYPES
-
-
-def at(text: str) -> Instant:
-    instant = parse_instant(text)
-    assert instant is not None
-    return instant
-
+from derivations.profiles.values import instant_of as at
 
 NOW = at("2024-05-04T10:00:00Z")
 

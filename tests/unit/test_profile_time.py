@@ -20,13 +20,7 @@ from derivations.profiles.instants import (
     parse_instant,
     to_epoch_ns,
 )
-
-
-def at(text: str) -> Instant:
-    instant = parse_instant(text)
-    assert instant is not None, text
-    return instant
-
+from derivations.profiles.values import instant_of as at
 
 # --- instants ------------------------------------------------------------------------------------
 

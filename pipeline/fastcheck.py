@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from referencing.exceptions import NoSuchResource, Unresolvable, Unretrievable
 
-from pipeline.schema import FORMAT_CHECKER, Schema
+from pipeline.schema import FORMAT_CHECKER, Schema, is_int32
 
 Check = Callable[[Any], bool]
 
@@ -29,7 +29,8 @@ _DIALECTS = {
     "https://json-schema.org/draft/2020-12/schema",
     "https://json-schema.org/draft/2020-12/schema#",
 }
-# Keywords that never change the outcome (`reduce` is ours; `$defs` is reached through `$ref`).
+# Keywords that never change the outcome (`reduce` and `errorMessage` are ours; `$defs` is
+# reached through `$ref`).
 _IGNORED = {
     "$comment",
     "$defs",
@@ -37,6 +38,7 @@ _IGNORED = {
     "default",
     "deprecated",
     "description",
+    "errorMessage",
     "examples",
     "readOnly",
     "reduce",
@@ -287,6 +289,8 @@ def _date_time(x: str) -> bool:
 
 
 _FORMATS: dict[str, Callable[[str], bool]] = {"uuid": _uuid, "date-time": _date_time}
+# Formats of numbers: they ignore other types themselves, like jsonschema's checkers.
+_NUMBER_FORMATS: dict[str, Check] = {"int32": is_int32}
 
 
 def _number(schema: Mapping[str, Any], keyword: str) -> Any:
@@ -400,6 +404,8 @@ class _Compiler:
         if "exclusiveMaximum" in schema:
             xhigh = _number(schema, "exclusiveMaximum")
             out.append(lambda x: not x >= xhigh)
+        if schema.get("format") in _NUMBER_FORMATS:
+            out.append(_NUMBER_FORMATS[schema["format"]])
 
     def strings(self, schema: Mapping[str, Any], out: list[Check]) -> None:
         if "minLength" in schema:
@@ -413,7 +419,7 @@ class _Compiler:
                 raise _Unsupported("pattern")
             search = re.compile(schema["pattern"]).search  # what jsonschema's re.search compiles
             out.append(lambda x: search(x) is not None)
-        if "format" in schema:
+        if "format" in schema and schema["format"] not in _NUMBER_FORMATS:
             check = _FORMATS.get(schema["format"])
             if check is None:
                 raise _Unsupported(f"format {schema['format']!r}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jsonschema.exceptions import ValidationError
+
 from pipeline import pointers
 from pipeline.fastcheck import compile_check
 from pipeline.schema import Schema
@@ -37,12 +39,22 @@ class Validator:
         """Every reason `doc` is invalid, ordered by location; empty when it is valid."""
         if self._fast(doc):
             return []
-        found = [
-            Invalid(pointers.join(*e.absolute_path), e.message)
+        # Several keywords of one schema can share a message: each reason is said once.
+        found = dict.fromkeys(
+            Invalid(pointers.join(*e.absolute_path), message(e))
             for e in self._validator.iter_errors(doc)
-        ]
+        )
         return sorted(found, key=lambda p: p.path)
 
     def errors(self, doc: Any) -> list[str]:
         """`problems` as 'path: message' lines."""
         return [str(p) for p in self.problems(doc)]
+
+
+def message(error: ValidationError) -> str:
+    """The schema's own `errorMessage` for the failing keyword (as in ajv-errors: a string for
+    every keyword of that schema, or an object by keyword), else jsonschema's message."""
+    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if isinstance(custom, dict):
+        custom = custom.get(error.validator)
+    return custom if isinstance(custom, str) else error.message

@@ -70,7 +70,7 @@ def test_wrong_expectation_fails_with_a_diff(peer_suite: Path, namespace: Namesp
             "        documents: [{event: nope, timestamp: '2021-01-01T00:00:00Z', user: u,"
             " segment: {vendor: 1, name: s}}]\n",
             "test 'bad uuid', step 1 (ingest segment/events), document 0: "
-            "/event: 'nope' is not a 'uuid'",
+            "/event: must be a UUID (32 hexadecimal digits grouped 8-4-4-4-12)",
         ),
         (
             "tests:\n  'typo':\n    - verify:\n        collection: segment/memberhsips\n"

@@ -137,7 +137,10 @@ async def test_invalid_events_go_to_dead_letter_and_processing_continues(
     assert [h["segflow.source.offset"] for h in headers] == [b"25", b"26", b"27", b"28"]
     assert all(h["segflow.source.partition"] == b"0" for h in headers)
     assert b"not JSON" in headers[0]["segflow.error"]
-    assert b"'not-a-uuid' is not a 'uuid'" in headers[1]["segflow.error"]
+    assert (
+        headers[1]["segflow.error"]
+        == b"/event: must be a UUID (32 hexadecimal digits grouped 8-4-4-4-12)"
+    )
     assert b"/segment/vendor" in headers[3]["segflow.error"]
     assert letters[0].value == b"{not json"
     # Nothing valid was lost around them.

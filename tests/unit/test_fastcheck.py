@@ -55,6 +55,21 @@ def valid(contents: dict[str, Any], doc: Any) -> bool:
 # Documents: ordinary values, and values that sit on the edges of the formats and types.
 
 texts = st.text(max_size=40)
+# What the event schema lets into its strings: no NUL, and up to the limits in 4-byte characters.
+clean = st.characters(blacklist_characters="\x00")
+users = st.one_of(st.text(clean, max_size=40), st.sampled_from(["\U0001f642" * 256, "x" * 256]))
+values = st.one_of(st.text(clean, max_size=40), st.just("\U0001f642" * 1024))
+odd_texts = st.sampled_from(
+    [
+        "\x00",
+        "nul\x00user",
+        "\x00" * 3,
+        "x" * 257,
+        "\U0001f642" * 257,
+        "x" * 1025,
+        "\U0001f642" * 1025,
+    ]
+)
 odd_uuids = st.one_of(
     st.uuids().map(str).map(str.upper),
     st.uuids().map(lambda u: "{" + str(u) + "}"),
@@ -70,7 +85,13 @@ odd_uuids = st.one_of(
     ),
 )
 offsets = st.sampled_from(
-    [UTC, timezone(timedelta(hours=-4)), timezone(timedelta(hours=5, minutes=30))]
+    [
+        UTC,
+        timezone(timedelta(hours=-4)),
+        timezone(timedelta(hours=5, minutes=30)),
+        timezone(timedelta(hours=15, minutes=59)),
+        timezone(-timedelta(hours=15, minutes=59)),
+    ]
 )
 stamps = st.builds(
     lambda when, z: when.isoformat().replace("+00:00", "Z") if z else when.isoformat(),
@@ -94,24 +115,30 @@ odd_stamps = st.one_of(
             "0000-01-01T00:00:00Z",
             "2021-01-16T12:00Z",
             "2021-01-16T12:00:00",
+            "2021-01-16T12:00:00+16:00",
+            "9999-12-31T23:59:59-23:59",
+            "0001-01-01T00:00:00+15:59",
+            "2021-01-16T12:00:00." + "9" * 30 + "z",
+            "2021-01-16T12:00:00Z\n",
         ]
     ),
 )
 names = st.one_of(
-    st.text(min_size=1, max_size=32), st.sampled_from(["x" * 32, "é" * 32, "e\u0301" * 16])
+    st.text(clean, min_size=1, max_size=32),
+    st.sampled_from(["x" * 32, "é" * 32, "e\u0301" * 16, "🙂" * 32]),
 )
-odd_names = st.sampled_from(["", "x" * 33, "é" * 33, "e\u0301" * 17, "🙂" * 33])
-vendors = st.one_of(st.integers(min_value=1), st.integers(min_value=1, max_value=2**80))
+odd_names = st.sampled_from(["", "x" * 33, "é" * 33, "e\u0301" * 17, "🙂" * 33, "n\x00"])
+vendors = st.one_of(st.integers(min_value=1, max_value=2**31 - 1), st.just(2**31 - 1))
 segments = st.fixed_dictionaries({"vendor": vendors, "name": names})
 extras = st.one_of(
     st.just({}),
     st.just({"remove": True}),
-    st.builds(lambda v: {"value": v}, texts),
+    st.builds(lambda v: {"value": v}, values),
 )
 valid_events = st.builds(
     lambda e, extra: {**e, **extra},
     st.fixed_dictionaries(
-        {"event": st.uuids().map(str), "timestamp": stamps, "user": texts, "segment": segments}
+        {"event": st.uuids().map(str), "timestamp": stamps, "user": users, "segment": segments}
     ),
     extras,
 )
@@ -143,7 +170,7 @@ def mutated_events(draw: st.DrawFn) -> Any:
         if not isinstance(doc, dict):
             break
         segment = doc.get("segment")
-        kind = draw(st.integers(min_value=0, max_value=9))
+        kind = draw(st.integers(min_value=0, max_value=10))
         if kind == 0:
             doc[draw(st.sampled_from(KEYS))] = draw(junk)
         elif kind == 1:
@@ -155,7 +182,9 @@ def mutated_events(draw: st.DrawFn) -> Any:
         elif kind == 3 and isinstance(segment, dict):
             segment.pop(draw(st.sampled_from(["vendor", "name"])), None)
         elif kind == 4 and isinstance(segment, dict):
-            segment["vendor"] = draw(st.sampled_from([0, -1, 1.0, 3.0, True, False, 2**64, "1"]))
+            segment["vendor"] = draw(
+                st.sampled_from([0, -1, 1.0, 3.0, True, False, 2**31, 2.0**31 - 1, 2**64, "1"])
+            )
         elif kind == 5:
             doc.update(value=draw(texts), remove=draw(st.sampled_from([True, False, 1, 1.0])))
         elif kind == 6:
@@ -164,6 +193,8 @@ def mutated_events(draw: st.DrawFn) -> Any:
             doc["event"] = draw(odd_uuids)
         elif kind == 8:
             doc["timestamp"] = draw(odd_stamps)
+        elif kind == 9:
+            doc[draw(st.sampled_from(["user", "value"]))] = draw(odd_texts)
         else:
             doc = draw(st.one_of(junk, st.just([doc])))
     return doc
@@ -244,6 +275,9 @@ KEYWORD_SCHEMAS: list[dict[str, Any]] = [
     {"oneOf": [{"type": "integer"}, {"minimum": 2}]},
     {"not": {"anyOf": [{"type": "string", "format": "uuid"}, {"format": "date-time"}]}},
     {"not": {"required": ["a", "b"]}, "properties": {"a": {"type": "null"}}},
+    {"type": "integer", "format": "int32", "minimum": 1},
+    {"not": {"format": "int32"}},
+    {"pattern": "^[^\\u0000]*$", "maxLength": 3, "errorMessage": "ignored"},
     {
         "allOf": [{"properties": {"a": True}}],
         "properties": {"b": True},
@@ -276,6 +310,11 @@ def test_keywords_never_accept_what_jsonschema_rejects(index: int, doc: Any) -> 
         ({"const": 1}, True, False),
         ({"const": 1}, 1.0, True),
         ({"type": "integer"}, 1.0, True),
+        ({"format": "int32"}, 1.0, False),  # ours: an integer written as one, of 32 bits
+        ({"format": "int32"}, -(2**31), True),
+        ({"format": "int32"}, 2**31, False),
+        ({"format": "int32"}, True, True),  # formats ignore other types
+        ({"format": "int32"}, "1.5", True),
         ({"type": "integer"}, True, False),
         ({"type": "number"}, False, False),
         ({"enum": [[1]]}, [True], False),

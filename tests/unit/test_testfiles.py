@@ -147,7 +147,7 @@ STEP_ERRORS = [
                   - {{event: not-a-uuid, timestamp: "2021-01-16T12:34:56Z", user: a,
                       segment: {{vendor: 1, name: s}}}}
         """,
-        ["test 'My test', step 1", "document 1", "/event", "not-a-uuid", "uuid"],
+        ["test 'My test', step 1", "document 1", "/event", "must be a UUID"],
         id="ingest-document-bad-uuid",
     ),
     pytest.param(
@@ -161,7 +161,7 @@ STEP_ERRORS = [
                   - {{event: {EVENT}, timestamp: "2021-01-16T12:34:56Z", user: a,
                       segment: {{vendor: 0, name: s}}}}
         """,
-        ["test 'My test', step 2", "document 0", "/segment/vendor", "minimum"],
+        ["test 'My test', step 2", "document 0", "/segment/vendor", "from 1 to 2147483647"],
         id="ingest-document-nested-path",
     ),
     pytest.param(

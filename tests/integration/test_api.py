@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from pipeline.api import UNEXPECTED, make_app, serve
 from pipeline.embedded import free_port
@@ -28,8 +29,11 @@ from pipeline.produce import PRODUCER, RECEIVED_AT, make_producer
 from pipeline.settings import Settings
 from pipeline.topics import partition_for, read_to_end
 from pipeline.validation import Validator
+from tests.fixtures.edges import EDGES, FOUR, HOSTILE, SURROGATE
 from tests.fixtures.events import generate
 from tests.fixtures.stack import Namespace, topic_ends
+from tests.integration.test_limits import assert_rows_are_the_documents, every_record
+from tests.integration.test_pipeline import stop
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +173,31 @@ async def test_invalid_documents_are_all_listed_and_nothing_is_written(api: Api)
     assert response.status == 400
     assert [(e["index"], e["path"]) for e in (await response.json())["errors"]] == [(2, "/event")]
     assert await api.ends() == before
+
+
+async def test_documents_no_sink_can_store_are_400_with_their_errors(api: Api) -> None:
+    before = await api.ends()
+    for hostile in HOSTILE:
+        response = await api.post(hostile.doc)
+        assert response.status == 400, hostile.name
+        assert (await response.json())["errors"] == [
+            {"index": 0, "path": path, "message": message} for path, message in hostile.errors
+        ], hostile.name
+    # All at once between valid ones: each named by its index, and nothing written.
+    response = await api.post([EDGES[0], *(h.doc for h in HOSTILE), EDGES[1]])
+    assert response.status == 400
+    assert (await response.json())["errors"] == [
+        {"index": index, "path": path, "message": message}
+        for index, hostile in enumerate(HOSTILE, start=1)
+        for path, message in hostile.errors
+    ]
+    response = await api.post(SURROGATE)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("request body is not JSON: ")
+    assert await api.ends() == before
+    # What the door lets in at its edges is accepted.
+    response = await api.post(EDGES)
+    assert (response.status, await response.json()) == (200, {"accepted": len(EDGES)})
 
 
 @pytest.mark.parametrize(
@@ -360,6 +389,17 @@ def _wrong_values(rng: random.Random) -> Any:
             [1, "a"],
             {"vendor": 1},
             "\U0001f600" * 5,
+            # At the edges of what the door lets in (and one past).
+            FOUR * 256,
+            "x" * 257,
+            2147483647,
+            2147483648,
+            3.0,
+            "0001-01-01T00:00:00+15:59",
+            "9999-12-31T23:59:59." + "9" * 30 + "-15:59",
+            "2021-01-16T12:00:00+16:00",
+            "2021-01-16T12:00:00Z\n",
+            "ABCDEF01-2345-4789-ABCD-EF0123456789",
         ]
     )
 
@@ -495,16 +535,21 @@ def expected_status(body: bytes, validator: Validator) -> int:
     return 200 if ok else 400
 
 
-async def test_hostile_bodies_are_always_answered_with_4xx(api: Api) -> None:
+async def test_hostile_bodies_are_always_answered_with_4xx(api: Api, tmp_path: Path) -> None:
+    """...and nothing answered with 200 stops the pipeline: a worker writes all of it to Postgres
+    (`assert_accepted_documents_land`)."""
     rng = random.Random(20240601)
     validator = Validator(api.ns.catalog.collections[EVENTS].schema)
     content_types = [None, "application/json", "text/plain", "multipart/form-data; boundary=x"]
     bodies = [hostile_body(rng, i) for i in range(FUZZ_COUNT)]
     statuses: dict[int, int] = {}
+    accepted = 0
     gate = asyncio.Semaphore(16)
+    before = await api.ends()
     started = time.monotonic()
 
     async def send(body: bytes) -> None:
+        nonlocal accepted
         if rng.random() < 0.05:  # a hostile Authorization header instead of the key
             header = rng.choice(HOSTILE_AUTHORIZATION)
             async with gate:
@@ -526,6 +571,8 @@ async def test_hostile_bodies_are_always_answered_with_4xx(api: Api) -> None:
         assert response.status == expected, (body[:200], response.status, answer[:500])
         assert orjson.loads(answer)  # always a JSON answer
         statuses[response.status] = statuses.get(response.status, 0) + 1
+        if response.status == 200:
+            accepted += orjson.loads(answer)["accepted"]
 
     await asyncio.gather(*(send(b) for b in bodies))
     elapsed = time.monotonic() - started
@@ -536,6 +583,42 @@ async def test_hostile_bodies_are_always_answered_with_4xx(api: Api) -> None:
     assert api.app[UNEXPECTED] == []
     response = await api.client.get("/health")
     assert response.status == 200
+    await assert_accepted_documents_land(api, before, accepted, tmp_path / "worker.log")
+
+
+async def assert_accepted_documents_land(
+    api: Api, before: dict[TopicPartition, int], accepted: int, log: Path
+) -> None:
+    """A worker with the Postgres sink processes every document the API wrote since `before`
+    and stays up; none is a dead letter, parked, or missing from the tables."""
+    written: list[ConsumerRecord] = []
+    async for records in read_to_end(api.ns.bootstrap, before):
+        written += records
+    assert len(written) == accepted > 0
+    api.ns.sent = await api.ends()
+    worker = api.ns.worker(log, SEGFLOW_POSTGRES=api.dsn, SEGFLOW_POSTGRES_SCHEMA=api.schema)
+    try:
+        await api.ns.in_postgres(api.dsn, api.schema)
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        stop(worker)
+    assert worker.returncode == 0, log.read_text()[-3000:]
+    assert await every_record(api.ns, api.ns.names.dead_letter(EVENTS)) == []
+    assert await every_record(api.ns, api.ns.names.sink_dead_letter("postgres")) == []
+    counts = await assert_rows_are_the_documents(api.ns, api.dsn, api.schema)
+    # The API writes a user's documents to the partition that derives them, where an event id
+    # seen before is a redelivery: every other document has its membership and profile.
+    seen: set[tuple[int, str]] = set()
+    memberships, users = set(), set()
+    for record in sorted(written, key=lambda r: (r.partition, r.offset)):
+        doc = orjson.loads(record.value)
+        if (record.partition, doc["event"]) not in seen:
+            seen.add((record.partition, doc["event"]))
+            memberships.add((doc["segment"]["vendor"], doc["segment"]["name"], doc["user"]))
+            users.add(doc["user"])
+    assert counts["segment_memberships"] == len(memberships)
+    assert counts["segment_profiles"] == len(users)
+    print(f"{accepted} accepted documents: {counts}")
 
 
 # --- Throughput --------------------------------------------------------------------------------

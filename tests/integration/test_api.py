@@ -295,12 +295,19 @@ async def test_too_many_documents_or_bytes_is_413(api: Api) -> None:
 
     response = await api.client.post(api.url(), data=chunked(), headers=api.auth())
     assert response.status == 413
-    just_fits = orjson.dumps({**doc, "user": "u" * (MAX_BYTES - len(orjson.dumps(doc)) - 40)})
-    assert len(just_fits) <= MAX_BYTES
+    # Exactly the limit, in documents the schema allows (values of 1,024 four-byte characters)
+    # and whitespace.
+    adds = [{**e, "value": FOUR * 1024} for e in events(400, seed=13) if "remove" not in e]
+    fitting = max(n for n in range(len(adds) + 1) if len(orjson.dumps(adds[:n])) <= MAX_BYTES)
+    assert fitting < len(adds)
+    body = orjson.dumps(adds[:fitting])
+    just_fits = body + b" " * (MAX_BYTES - len(body))  # less than one more document
+    assert len(just_fits) == MAX_BYTES
     response = await api.post(just_fits)
     assert response.status == 200, await response.text()
+    assert (await api.post(just_fits + b" ")).status == 413
     after = await api.ends()
-    assert sum(after.values()) == sum(before.values()) + 1
+    assert sum(after.values()) == sum(before.values()) + fitting
 
 
 # --- 503 ---------------------------------------------------------------------------------------

@@ -297,7 +297,7 @@ async def test_too_many_documents_or_bytes_is_413(api: Api) -> None:
     assert response.status == 413
     # Exactly the limit, in documents the schema allows (values of 1,024 four-byte characters)
     # and whitespace.
-    adds = [{**e, "value": FOUR * 1024} for e in events(400, seed=13) if "remove" not in e]
+    adds = [{**e, "value": FOUR * 1024} for e in events(500, seed=13) if "remove" not in e]
     fitting = max(n for n in range(len(adds) + 1) if len(orjson.dumps(adds[:n])) <= MAX_BYTES)
     assert fitting < len(adds)
     body = orjson.dumps(adds[:fitting])

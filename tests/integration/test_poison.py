@@ -43,7 +43,9 @@ def hostile_events(like: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Source documents no table could hold, each with the path the door names."""
 
     def event(**changes: Any) -> dict[str, Any]:
-        return {**like, "event": str(uuid.uuid4()), **changes}
+        doc = {**like, "event": str(uuid.uuid4()), **changes}
+        doc.pop("remove", None)  # an add, so that `value` is allowed
+        return doc
 
     segment = like["segment"]
     return [
@@ -53,6 +55,9 @@ def hostile_events(like: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("/user", event(user=os.urandom(4500).hex())),
         ("/segment/vendor", event(segment={**segment, "vendor": 2**31})),
         ("/timestamp", event(timestamp="0000-01-01T00:00:00Z")),
+        ("/timestamp", event(timestamp="2021-01-16T12:00:00Z\n")),  # broke the reducer
+        ("/timestamp", event(timestamp="2021-01-16T12:00:00+16:00")),  # timestamptz refuses
+        ("/segment/vendor", event(segment={**segment, "vendor": 3.0})),
     ]
 
 
@@ -99,9 +104,11 @@ async def test_hostile_documents_end_as_dead_letters_and_everything_else_lands(
     try:
         docs = [*good[:1000], *(doc for _, doc in hostile), *good[1000:]]
         await namespace.produce("segment/events", docs, partition_of=lambda d: by_user(good[0]))
+        sent = dict(namespace.sent)  # the derive loop does not read this topic: not waited on
         await namespace.produce(
             "segment/memberships", hostile_memberships(), partition_of=lambda d: 0
         )
+        namespace.sent = sent
         await materialized(
             namespace, postgres, pg_schema, endpoint, len(expected["segment/toggles"])
         )

@@ -25,8 +25,8 @@ import psycopg
 from bench.harness.procs import ROOT, launch, segflow_env
 from bench.harness.receiver import Receiver
 from bench.harness.workload import create_topic, encode, mix, produce
-from pipeline.embedded import start_broker, start_postgres
-from pipeline.generate import EventGenerator
+from pipeline.producers.generate import EventGenerator
+from pipeline.tools.embedded import start_broker, start_postgres
 
 
 def events(users: int, count: int) -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ async def amain(args: argparse.Namespace) -> int:
             broker.bootstrap, "memory.", tmp / "state", pg.dsn, "memory", receiver.url("memory")
         )
         started = time.monotonic()
-        worker = launch("pipeline.cli worker", [env], tmp / "logs")
+        worker = launch("pipeline.tools.cli worker", [env], tmp / "logs")
         conn = await psycopg.AsyncConnection.connect(pg.dsn, autocommit=True)
         profiles = 0
         try:

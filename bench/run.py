@@ -49,11 +49,11 @@ from bench.harness.workload import (
     generate,
     produce,
 )
-from pipeline.batches import BatchWriter
-from pipeline.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
-from pipeline.pointers import encode_key
-from pipeline.produce import make_producer
-from pipeline.topics import partition_for
+from pipeline.documents.pointers import encode_key
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.produce import make_producer
+from pipeline.runtime.topics import partition_for
+from pipeline.tools.embedded import EmbeddedBroker, EmbeddedPostgres, start_broker, start_postgres
 
 POLL_S = 0.1
 """Throughput runs: least time between two progress polls of the tables."""
@@ -78,8 +78,8 @@ class Impl:
 
 
 IMPLS = [
-    Impl("segflow-1p", "segflow", "Segflow (1 process)", "pipeline.cli worker", 1),
-    Impl("segflow-2p", "segflow", "Segflow (2 processes)", "pipeline.cli worker", 2),
+    Impl("segflow-1p", "segflow", "Segflow (1 process)", "pipeline.tools.cli worker", 1),
+    Impl("segflow-2p", "segflow", "Segflow (2 processes)", "pipeline.tools.cli worker", 2),
     Impl("naive-faust", "naive-faust", "naive Faust", "bench.peers.naive_faust"),
     Impl("quix", "quix", "Quix Streams", "bench.peers.quix"),
 ]

@@ -2,7 +2,7 @@
 
 A sink's lifecycle is `open`, then repeatedly `apply` (buffer documents of a batch) and `flush`
 (make them durable), then `close`; sinks are async context managers. The runtime
-(`materializations.runner`) owns consumers and commit order:
+(`pipeline.runtime.materialize`) owns consumers and commit order:
 
 1. `positions(partitions)` on assignment: where each source partition resumes. A sink that keeps
    its checkpoint with its data (Postgres) answers from there; others answer None (the consumer
@@ -22,7 +22,7 @@ from types import TracebackType
 from aiokafka import ConsumerRecord, TopicPartition
 
 from pipeline.catalog import BindingSpec, MaterializationSpec
-from pipeline.metrics import Figure
+from pipeline.figures import Figure
 
 
 class Sink(ABC):
@@ -51,7 +51,7 @@ class Sink(ABC):
         """Make everything applied durable; return offsets now safe to commit."""
 
     def figures(self) -> Sequence[Figure]:
-        """This sink's own metrics (`pipeline.metrics`); read from the worker's thread."""
+        """This sink's own metrics (`pipeline.runtime.metrics`); read from the worker's thread."""
         return ()
 
     async def revoke(self, partitions: Sequence[TopicPartition]) -> None:  # noqa: B027

@@ -41,7 +41,7 @@ from psycopg import sql
 from materializations.base import BatchingSink
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
-from pipeline.metrics import SECONDS, SIZES, Figure, Histogram
+from pipeline.figures import SECONDS, SIZES, Figure, Histogram
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from yarl import URL
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
-from pipeline.metrics import SECONDS, SIZES, Figure, Histogram
+from pipeline.figures import SECONDS, SIZES, Figure, Histogram
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import orjson
 from aiohttp import web
 
-from pipeline.embedded import free_port
+from pipeline.tools.embedded import free_port
 
 
 class Receiver:

@@ -392,7 +392,7 @@ Ratios of median throughput:
 
 ## Workload
 
-- The demo's generator (`pipeline.generate.EventGenerator`, seed 1): {w["users"]:,} users,
+- The demo's generator (`pipeline.producers.generate.EventGenerator`, seed 1): {w["users"]:,} users,
   {w["segments"]} segments with Zipf popularity (exponent {w["skew"]}), {w["remove_ratio"]:.0%}
   removes, {w["repeat_ratio"]:.0%} redeliveries of recent events; {w["partitions"]} partitions,
   keyed by user (Segflow's partitioner).

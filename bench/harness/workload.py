@@ -1,9 +1,10 @@
 """The benchmark's workload: generated events, their expected rows, and fast pre-production.
 
-Events come from the demo's generator (`pipeline.generate.EventGenerator`), keyed by user and
-partitioned as Segflow's own producers do (`partition_for(encode_key((user,)), partitions)`),
-so per-user order in the topic is the generation order and `tests.fixtures.events.reference`
-(sequential, straight from the spec) gives the rows every implementation must end with.
+Events come from the demo's generator (`pipeline.producers.generate.EventGenerator`), keyed by
+user and partitioned as Segflow's own producers do (`partition_for(encode_key((user,)),
+partitions)`), so per-user order in the topic is the generation order and
+`tests.fixtures.events.reference` (sequential, straight from the spec) gives the rows every
+implementation must end with.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from pipeline.batches import BatchWriter
-from pipeline.generate import EventGenerator, Mix
-from pipeline.pointers import encode_key
-from pipeline.produce import make_producer
-from pipeline.topics import TOPIC_CONFIG, partition_for
+from pipeline.documents.pointers import encode_key
+from pipeline.producers.generate import EventGenerator, Mix
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.produce import make_producer
+from pipeline.runtime.topics import TOPIC_CONFIG, partition_for
 from tests.fixtures.events import reference
 
 PARTITIONS = 4

@@ -20,15 +20,22 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from pipeline.api import UNEXPECTED, make_app, serve
-from pipeline.embedded import free_port
+from pipeline.documents.pointers import encode_key
+from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
-from pipeline.keys import KeyStore, add_keys_parser, create_key, hash_key, list_keys, revoke_key
-from pipeline.pointers import encode_key
-from pipeline.produce import PRODUCER, RECEIVED_AT, make_producer
-from pipeline.settings import Settings
-from pipeline.topics import partition_for, read_to_end
-from pipeline.validation import Validator
+from pipeline.producers.api import UNEXPECTED, make_app, serve
+from pipeline.producers.keys import (
+    KeyStore,
+    add_keys_parser,
+    create_key,
+    hash_key,
+    list_keys,
+    revoke_key,
+)
+from pipeline.runtime.produce import PRODUCER, RECEIVED_AT, make_producer
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import partition_for, read_to_end
+from pipeline.tools.embedded import free_port
 from tests.fixtures.edges import EDGES, FOUR, HOSTILE, SURROGATE
 from tests.fixtures.events import generate
 from tests.fixtures.stack import Namespace, topic_ends

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from pipeline.batches import BatchWriter
-from pipeline.produce import make_producer
-from pipeline.topics import TOPIC_CONFIG, ensure_topics, read_to_end
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.produce import make_producer
+from pipeline.runtime.topics import TOPIC_CONFIG, ensure_topics, read_to_end
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ PEER = ROOT / "tests" / "peer" / "estuary-segmentation-tests.flow.yaml"
 
 def segflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "pipeline.tools.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pipeline.produce import PRODUCER
-from pipeline.topics import read_to_end
+from pipeline.runtime.produce import PRODUCER
+from pipeline.runtime.topics import read_to_end
 from tests.fixtures.stack import ROOT, Namespace
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ EVENTS = "segment/events"
 def segflow(
     *args: str, env: dict[str, str], stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pipeline.cli", *args]
+    command = [sys.executable, "-m", "pipeline.tools.cli", *args]
     result = subprocess.run(
         command, input=stdin, capture_output=True, cwd=ROOT, env=env, timeout=120
     )

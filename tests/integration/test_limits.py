@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from pipeline.read import current_documents
-from pipeline.topics import read_to_end
+from pipeline.runtime.topics import read_to_end
+from pipeline.tools.read import current_documents
 from tests.fixtures.edges import EDGES, FOUR, HOSTILE, SURROGATE, event
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace

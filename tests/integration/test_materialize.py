@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from pipeline.embedded import free_port
+from pipeline.tools.embedded import free_port
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace, topic_ends
 from tests.fixtures.webhooks import SECRET, Endpoint
@@ -237,7 +237,7 @@ async def asegflow(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "pipeline.tools.cli",
         *args,
         cwd=ROOT,
         env=env,
@@ -298,7 +298,7 @@ def test_webhook_receiver_checks_signatures(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pipeline.tools.cli",
             "webhook-receiver",
             "--port",
             str(port),

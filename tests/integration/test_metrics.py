@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pipeline.embedded import free_port
+from pipeline.tools.embedded import free_port
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace
 from tests.fixtures.webhooks import Endpoint

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from pipeline.read import current_documents
-from pipeline.topics import read_to_end
+from pipeline.runtime.topics import read_to_end
+from pipeline.tools.read import current_documents
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace, topic_ends
 
@@ -169,7 +169,7 @@ async def test_invalid_events_go_to_dead_letter_and_processing_continues(
 async def test_worker_stops_when_broker_lost_its_data(
     namespace: Namespace, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from pipeline.embedded import start_broker
+    from pipeline.tools.embedded import start_broker
 
     worker = namespace.worker(tmp_path / "worker.log")
     try:

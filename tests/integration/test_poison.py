@@ -19,7 +19,7 @@ import pytest
 from aiokafka import TopicPartition
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pipeline.topics import read_to_end
+from pipeline.runtime.topics import read_to_end
 from tests.fixtures.events import generate, reference
 from tests.fixtures.stack import Namespace
 from tests.fixtures.webhooks import Endpoint

@@ -364,7 +364,7 @@ def test_reduce_annotation_problems_are_reported_in_the_schema_file(
     def check_annotations(schema: object) -> list[tuple[str, str]]:
         return [("/properties/id/reduce", "unknown strategy 'lastWriteWin'")]
 
-    monkeypatch.setattr("pipeline.reduce.check_annotations", check_annotations)
+    monkeypatch.setattr("pipeline.documents.reduce.check_annotations", check_annotations)
     path = write(
         tmp_path,
         """\

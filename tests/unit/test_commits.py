@@ -9,8 +9,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from pipeline import topics
-from pipeline.topics import Commits
+from pipeline.runtime import topics
+from pipeline.runtime.topics import Commits
 
 A = TopicPartition("t", 0)
 B = TopicPartition("t", 1)
@@ -95,7 +95,7 @@ async def test_release_commits_revoked_partitions_and_logs_a_failure_instead_of_
             raise CommitFailedError("rebalancing")
 
     commits.consumer = Failing()  # type: ignore[assignment]
-    with caplog.at_level(logging.INFO, logger="pipeline.topics"):
+    with caplog.at_level(logging.INFO, logger="pipeline.runtime.topics"):
         await commits.release([A], "derive")
     assert "derive: offsets of revoked partitions not committed" in caplog.text
     assert commits.pending == {A: 2}

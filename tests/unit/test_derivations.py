@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from derivations.segment import Memberships, Profiles, Toggles
-from pipeline.reduce import Reducer, compile_reducer
-from pipeline.schema import load_schema
+from pipeline.documents.reduce import Reducer, compile_reducer
+from pipeline.documents.schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"
@@ -95,7 +95,7 @@ def rule_toggles(events: list[Doc]) -> list[Doc]:
 
 
 def run_toggles(events: list[Doc], *, roundtrip: bool = False, check: bool = True) -> list[Doc]:
-    """Drive Toggles like pipeline/task.py does, with the real register reducer."""
+    """Drive Toggles like pipeline/runtime/task.py does, with the real register reducer."""
     toggles = Toggles()
     reduce = reducer("toggle-register")
     registers: dict[tuple[Any, ...], Any] = {}

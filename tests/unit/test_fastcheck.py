@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from pipeline.fastcheck import compile_check
-from pipeline.schema import Schema, load_schema
+from pipeline.documents.fastcheck import compile_check
+from pipeline.documents.schema import Schema, load_schema
 from tests.fixtures import events
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.generate import EventGenerator, Mix, vendor_of
-from pipeline.schema import load_schema
-from pipeline.validation import Validator
+from pipeline.documents.schema import load_schema
+from pipeline.documents.validation import Validator
+from pipeline.producers.generate import EventGenerator, Mix, vendor_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

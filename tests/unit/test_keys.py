@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.api import add_api_parser
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError
-from pipeline.keys import (
+from pipeline.producers.api import add_api_parser
+from pipeline.producers.keys import (
     KeyInfo,
     add_keys_parser,
     bearer_token,
@@ -20,7 +20,7 @@ from pipeline.keys import (
     parse_collections,
     well_formed,
 )
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.fixtures.stack import ROOT
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.metrics import Exposition, Histogram
+from pipeline.figures import Histogram
+from pipeline.runtime.metrics import Exposition
 
 
 def test_histogram_buckets_are_cumulative_and_inclusive() -> None:

@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from pipeline.errors import ReduceError, SegflowError
-from pipeline.pointers import MISSING
-from pipeline.reduce import (
+from pipeline.documents.pointers import MISSING
+from pipeline.documents.reduce import (
     STRATEGIES,
     Reducer,
     check_annotations,
     compile_reducer,
     reduce_all,
 )
-from pipeline.schema import Schema, load_schema
+from pipeline.documents.schema import Schema, load_schema
+from pipeline.errors import ReduceError, SegflowError
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import SegflowError
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 DEFAULTS: dict[str, Any] = {
     "broker": None,

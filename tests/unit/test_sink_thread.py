@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from materializations.runner import run_in_thread
+from pipeline.runtime.materialize import run_in_thread
 
 
 class Run:
@@ -102,7 +102,7 @@ class Stuck(Run):
 async def test_one_still_busy_after_the_grace_is_cancelled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("materializations.runner.STOP_GRACE", 0.2)
+    monkeypatch.setattr("pipeline.runtime.materialize.STOP_GRACE", 0.2)
     runs = [Stuck("postgres"), Run("webhook")]
     stopping = asyncio.Event()
     task = start(runs, stopping)

@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.schema import load_schema
-from pipeline.state import PartitionState
-from pipeline.task import BatchResult, DerivationTask
-from pipeline.topics import Names
+from pipeline.documents.schema import load_schema
+from pipeline.runtime.state import PartitionState
+from pipeline.runtime.task import BatchResult, DerivationTask
+from pipeline.runtime.topics import Names
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = Names("x.")

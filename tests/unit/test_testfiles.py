@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.errors import SegflowError, TestFileError
-from pipeline.testing import compare, load_test_file, mismatches
+from pipeline.tools.testing import compare, load_test_file, mismatches
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT / "tests" / "peer" / "estuary-segmentation-tests.flow.yaml"

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from pipeline.documents.fastcheck import compile_check
+from pipeline.documents.reduce import compile_reducer, reduce_all
+from pipeline.documents.schema import Schema, load_schema
+from pipeline.documents.validation import Validator
 from pipeline.errors import ReduceError
-from pipeline.fastcheck import compile_check
-from pipeline.reduce import compile_reducer, reduce_all
-from pipeline.schema import Schema, load_schema
-from pipeline.validation import Validator
 from tests.fixtures.edges import (
     EDGES,
     EVENT,

@@ -19,10 +19,10 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
-from pipeline import pointers
+from pipeline.documents import pointers
+from pipeline.documents.pointers import MISSING
+from pipeline.documents.schema import Schema
 from pipeline.errors import ReduceError, SegflowError
-from pipeline.pointers import MISSING
-from pipeline.schema import Schema
 
 Reducer = Callable[[Any, Any], Any]
 """`reduce(lhs, rhs) -> combined`: `lhs` is the earlier document, `rhs` the later one."""

@@ -24,12 +24,12 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import Catalog, CollectionSpec, load_catalog
+from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
-from pipeline.produce import CollectionWriter, make_producer
-from pipeline.progress import Progress
-from pipeline.settings import Settings
-from pipeline.topics import TOPIC_CONFIG, Names, ensure_topics
-from pipeline.validation import Validator
+from pipeline.producers.progress import Progress
+from pipeline.runtime.produce import CollectionWriter, make_producer
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
 
 CHUNK = 1 << 16
 

@@ -10,10 +10,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 
-from pipeline import pointers
 from pipeline.catalog import CollectionSpec
+from pipeline.documents import pointers
 from pipeline.errors import SegflowError
-from pipeline.topics import read_to_end
+from pipeline.runtime.topics import read_to_end
 
 _RANKS = {type(None): 0, bool: 1, int: 2, float: 2, str: 3, list: 4, dict: 5}
 

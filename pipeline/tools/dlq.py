@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError
-from pipeline.read import partitions_of
-from pipeline.topics import Names, read_to_end
+from pipeline.runtime.topics import Names, read_to_end
+from pipeline.tools.read import partitions_of
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ import yaml
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline import pointers
 from pipeline.catalog import Catalog
+from pipeline.documents import pointers
+from pipeline.documents.pointers import encode_key
+from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError, TestFileError
-from pipeline.pointers import encode_key
-from pipeline.read import current_documents
-from pipeline.settings import Settings
-from pipeline.topics import Names, ensure_topics, pipeline_topics
-from pipeline.validation import Validator
-from pipeline.worker import Worker
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import Names, ensure_topics, pipeline_topics
+from pipeline.runtime.worker import Worker
+from pipeline.tools.read import current_documents
 
 VERIFY_TIMEOUT_S = 60.0
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import orjson
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.embedded import EmbeddedBroker, start_broker
 from pipeline.errors import SegflowError
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
+from pipeline.tools.embedded import EmbeddedBroker, start_broker
 
 log = logging.getLogger("segflow")
 
@@ -60,8 +60,8 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
-    from pipeline.metrics import serve_metrics
-    from pipeline.worker import Worker, tune_gc
+    from pipeline.runtime.metrics import serve_metrics
+    from pipeline.runtime.worker import Worker, tune_gc
 
     tune_gc()
     worker = Worker(settings, catalog, bootstrap=bootstrap)
@@ -115,13 +115,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.dev import run_dev
+    from pipeline.tools.dev import run_dev
 
     return run_dev(settings, rate=args.rate, api_port=args.api_port)
 
 
 def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.testing import run_files
+    from pipeline.tools.testing import run_files
 
     catalog = _catalog(settings)
     files = [Path(f) for f in args.files]
@@ -137,8 +137,8 @@ def cmd_test(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_read(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka import TopicPartition
 
-    from pipeline.read import current_documents, follow
-    from pipeline.topics import Names
+    from pipeline.runtime.topics import Names
+    from pipeline.tools.read import current_documents, follow
 
     catalog = _catalog(settings)
     if args.collection not in catalog.collections:
@@ -175,8 +175,8 @@ def cmd_webhook_receiver(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import dlq
-    from pipeline.topics import Names
+    from pipeline.runtime.topics import Names
+    from pipeline.tools import dlq
 
     catalog = _catalog(settings)
     if not settings.broker:
@@ -231,10 +231,10 @@ def parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("name", help="a collection or a materialization")
     dlq.set_defaults(func=cmd_dlq)
 
-    from pipeline.api import add_api_parser
-    from pipeline.generate import add_generate_parser
-    from pipeline.ingest import add_ingest_parser
-    from pipeline.keys import add_keys_parser
+    from pipeline.producers.api import add_api_parser
+    from pipeline.producers.generate import add_generate_parser
+    from pipeline.producers.ingest import add_ingest_parser
+    from pipeline.producers.keys import add_keys_parser
 
     add_api_parser(sub)
     add_keys_parser(sub)

@@ -32,12 +32,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import Catalog, load_catalog
+from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
-from pipeline.keys import KeyInfo, KeyStore, KeyStoreUnavailable, bearer_token
-from pipeline.produce import CollectionWriter, make_producer
-from pipeline.settings import Settings
-from pipeline.topics import Names, ensure_topics, pipeline_topics
-from pipeline.validation import Validator
+from pipeline.producers.keys import KeyInfo, KeyStore, KeyStoreUnavailable, bearer_token
+from pipeline.runtime.produce import CollectionWriter, make_producer
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import Names, ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ producers write, since they key by the shuffle key with the same partitioner —
 once; the others are re-keyed into the shuffle topic for their owner. So one owner sees all of a
 user's events, in arrival order, whatever key the producer used, and well-keyed input skips the
 extra hop. The owner keeps RocksDB state per partition (restored from the changelog on
-assignment) and commits each batch as described in `pipeline.state`; its markers carry both
-input positions. Materializations run beside it (`materializations.runner`).
+assignment) and commits each batch as described in `pipeline.runtime.state`; its markers carry both
+input positions. Materializations run beside it (`pipeline.runtime.materialize`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import contextlib
 import gc
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +29,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
-from materializations.runner import Materializer, run_in_thread
-from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
+from pipeline.documents.validation import Validator
 from pipeline.errors import BrokerStateLost, SegflowError
-from pipeline.metrics import LoopFigures
-from pipeline.settings import Settings
-from pipeline.state import PartitionState, add_changelog, restore
-from pipeline.task import DerivationTask
-from pipeline.topics import (
+from pipeline.figures import LoopFigures, Stats
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.materialize import Materializer, run_in_thread
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.state import PartitionState, add_changelog, restore
+from pipeline.runtime.task import DerivationTask
+from pipeline.runtime.topics import (
     Commits,
     Names,
     ensure_topics,
@@ -47,21 +47,8 @@ from pipeline.topics import (
     partition_for,
     pipeline_topics,
 )
-from pipeline.validation import Validator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Stats:
-    events_in: int = 0
-    dead_letters: int = 0
-    derived_events: int = 0
-    redeliveries: int = 0
-    documents_out: int = 0
-    documents_by_collection: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    first_event_at: float | None = None
 
 
 @dataclass
@@ -115,7 +102,7 @@ class Worker:
         self.names = Names(settings.topic_prefix)
         self.stats = Stats()
         self.figures = LoopFigures("derive")
-        """Lag and last round of the derive loop, for `pipeline.metrics`."""
+        """Lag and last round of the derive loop, for `pipeline.runtime.metrics`."""
         self.progress = Progress()
         self.tasks = {
             source: DerivationTask(catalog, source, self.names.collection)
@@ -377,7 +364,7 @@ class Worker:
         writer.add(topic, 0, record.key, record.value, record.timestamp, headers)
 
     async def _derive(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Process a fetched batch and commit it; see `pipeline.state` for the commit order."""
+        """Process a fetched batch and commit it (commit order: `pipeline.runtime.state`)."""
         assert self.producer is not None
         writer = BatchWriter(self.producer)
         work: dict[TopicPartition, list[tuple[Any, int]]] = {}

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from pipeline import pointers
 from pipeline.catalog import Catalog, CollectionSpec, DerivationSpec
-from pipeline.reduce import Reducer, compile_reducer
-from pipeline.state import Changes, PartitionState
+from pipeline.documents import pointers
+from pipeline.documents.reduce import Reducer, compile_reducer
+from pipeline.runtime.state import Changes, PartitionState
 
 DEDUP = b"d:"
 

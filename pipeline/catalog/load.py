@@ -23,9 +23,9 @@ import yaml
 from jsonschema.exceptions import SchemaError
 from referencing.exceptions import Unresolvable, Unretrievable
 
-from pipeline import pointers
+from pipeline.documents import pointers
+from pipeline.documents.schema import Schema, load_schema
 from pipeline.errors import CatalogError, Problem
-from pipeline.schema import Schema, load_schema
 
 # --- The specs ---------------------------------------------------------------------------------
 
@@ -423,12 +423,8 @@ def _unresolved_ref(schema: Schema) -> str | None:
 
 def _annotation_problems(schema: Schema, shown: str) -> list[Problem]:
     """Problems with the schema's `reduce` annotations, located in the schema file."""
-    try:
-        from pipeline.reduce import check_annotations
-    except ModuleNotFoundError as error:
-        if error.name != "pipeline.reduce":
-            raise
-        return []  # pipeline.reduce is written separately; until it lands there is no check
+    from pipeline.documents.reduce import check_annotations
+
     return [Problem(shown, pointer, message) for pointer, message in check_annotations(schema)]
 
 

@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from pipeline import pointers
+from pipeline.documents import pointers
 
 # Draft 2020-12's format checks, and one of ours (`int32`).
 FORMAT_CHECKER = FormatChecker(())

@@ -42,9 +42,9 @@ from rocksdict import (
     WriteOptions,
 )
 
-from pipeline.batches import BatchWriter
 from pipeline.errors import BrokerStateLost
-from pipeline.topics import OffsetBeyondEnd, read_to_end
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.topics import OffsetBeyondEnd, read_to_end
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from pipeline import pointers
-from pipeline.batches import BatchWriter
 from pipeline.catalog import Catalog
-from pipeline.topics import Names, partition_for
+from pipeline.documents import pointers
+from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.topics import Names, partition_for
 
 RECEIVED_AT = "segflow.received-at"
 """Header: when Segflow received the document (milliseconds since the epoch, as text)."""

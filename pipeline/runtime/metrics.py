@@ -13,85 +13,64 @@ broker) answers with the last record batch's base offset plus one rather than th
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
-import math
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline.errors import SegflowError
+from pipeline.figures import Figure, Histogram, LoopFigures, Stats, number
 
-if TYPE_CHECKING:
-    from pipeline.worker import Worker
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _Reporting(Protocol):
+    def figures(self) -> Sequence[Figure]: ...
+
+
+class SinkLoop(Protocol):
+    """What metrics read of a materialization's loop (`pipeline.runtime.materialize`)."""
+
+    @property
+    def spec(self) -> _Named: ...
+    @property
+    def sink(self) -> _Reporting: ...
+    @property
+    def figures(self) -> LoopFigures: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+
+
+class Observed(Protocol):
+    """What metrics read of a worker: the figures its loops record, never the worker itself."""
+
+    @property
+    def stats(self) -> Stats: ...
+    @property
+    def figures(self) -> LoopFigures: ...
+    @property
+    def sinks(self) -> Sequence[SinkLoop]: ...
+    @property
+    def stopping(self) -> asyncio.Event: ...
+    @property
+    def states(self) -> Mapping[TopicPartition, object]: ...
+
 
 log = logging.getLogger(__name__)
 
 Labels = Mapping[str, str]
-
-SIZES = tuple(float(1 << i) for i in range(17))
-"""Bucket bounds for counts of rows or toggles: 1, 2, 4, … 65,536."""
-SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Bucket bounds for durations, in seconds."""
-
-
-class Histogram:
-    """Observations counted into buckets (upper bounds, inclusive), with their sum."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(le, observations at or below it) per bucket, `+Inf` last."""
-        out, seen = [], 0
-        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
-            seen += n
-            out.append(("+Inf" if bound == math.inf else _number(bound), seen))
-        return out
-
-
-@dataclass
-class LoopFigures:
-    """What one consumer loop reports: lag per partition and when it last went round."""
-
-    name: str
-    consumer: AIOKafkaConsumer | None = None
-    lag: dict[TopicPartition, int] = field(default_factory=dict)
-    held: frozenset[TopicPartition] = frozenset()
-    """The partitions the loop held at its last round (set by the loop's own thread)."""
-    last_round: float = field(default_factory=time.monotonic)
-
-    def fetched(self, batch: Mapping[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Note a fetch round (called once per `getmany`, empty or not): a partition's lag is
-        its high watermark minus the offset after the last record fetched from it."""
-        self.last_round = time.monotonic()
-        if self.consumer is None:
-            return
-        self.held = frozenset(self.consumer.assignment())
-        for tp, records in batch.items():
-            high = self.consumer.highwater(tp)
-            if high is not None and records:
-                self.lag[tp] = max(0, high - records[-1].offset - 1)
-
-    def current_lag(self) -> dict[TopicPartition, int]:
-        """Lag of the partitions the loop holds (revoked ones are left out)."""
-        held = self.held
-        return {tp: n for tp, n in list(self.lag.items()) if tp in held}
 
 
 class Exposition:
@@ -105,22 +84,18 @@ class Exposition:
     ) -> None:
         self.lines += [f"# HELP segflow_{name} {help}", f"# TYPE segflow_{name} {kind}"]
         for labels, value in samples:
-            self.lines.append(f"segflow_{name}{_labels(labels)} {_number(value)}")
+            self.lines.append(f"segflow_{name}{_labels(labels)} {number(value)}")
 
     def histograms(self, name: str, help: str, samples: Iterable[tuple[Labels, Histogram]]) -> None:
         self.lines += [f"# HELP segflow_{name} {help}", f"# TYPE segflow_{name} histogram"]
         for labels, hist in samples:
             for le, n in hist.cumulative():
                 self.lines.append(f"segflow_{name}_bucket{_labels({**labels, 'le': le})} {n}")
-            self.lines.append(f"segflow_{name}_sum{_labels(labels)} {_number(hist.sum)}")
+            self.lines.append(f"segflow_{name}_sum{_labels(labels)} {number(hist.sum)}")
             self.lines.append(f"segflow_{name}_count{_labels(labels)} {hist.count}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _labels(labels: Labels) -> str:
@@ -133,17 +108,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@dataclass(frozen=True)
-class Figure:
-    """One figure a sink reports: `kind` is counter, gauge or histogram."""
-
-    name: str
-    kind: str
-    help: str
-    value: int | float | Histogram
-
-
-def render(worker: Worker) -> str:
+def render(worker: Observed) -> str:
     """Every metric of `worker`, in the Prometheus text format."""
     s = worker.stats
     out = Exposition()
@@ -208,12 +173,12 @@ def render(worker: Worker) -> str:
     return out.text()
 
 
-def _loops(worker: Worker) -> list[LoopFigures]:
+def _loops(worker: Observed) -> list[LoopFigures]:
     """The derive loop's figures, then each materialization's."""
     return [worker.figures, *(m.figures for m in worker.sinks)]
 
 
-def _sink_figures(out: Exposition, worker: Worker) -> None:
+def _sink_figures(out: Exposition, worker: Observed) -> None:
     """Each sink's own figures, one family per name across sinks."""
     families: dict[str, tuple[Figure, list[tuple[Labels, int | float | Histogram]]]] = {}
     for m in worker.sinks:
@@ -229,7 +194,7 @@ def _sink_figures(out: Exposition, worker: Worker) -> None:
             out.family(name, first.kind, first.help, plain)
 
 
-async def serve_metrics(worker: Worker, addr: tuple[str, int] | None) -> web.AppRunner | None:
+async def serve_metrics(worker: Observed, addr: tuple[str, int] | None) -> web.AppRunner | None:
     """Start the health and metrics endpoint on `addr` (None: none); the runner's `addresses`
     tell the port it took."""
     if addr is None:

@@ -8,9 +8,9 @@ from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
-from pipeline import pointers
-from pipeline.fastcheck import compile_check
-from pipeline.schema import Schema
+from pipeline.documents import pointers
+from pipeline.documents.fastcheck import compile_check
+from pipeline.documents.schema import Schema
 
 
 @dataclass(frozen=True)

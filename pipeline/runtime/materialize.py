@@ -26,9 +26,9 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from materializations.base import Sink
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
-from pipeline.metrics import LoopFigures
-from pipeline.settings import Settings
-from pipeline.topics import Commits, Names, group_consumer, hold_fetches
+from pipeline.figures import LoopFigures
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Materializer:
         self.home: asyncio.AbstractEventLoop | None = None
         """The event loop `producer` belongs to, when this runs on another one."""
         self.figures = LoopFigures(f"materialize.{spec.name}")
-        """Lag and last round of this materialization's loop, for `pipeline.metrics`."""
+        """Lag and last round of this materialization's loop, for `pipeline.runtime.metrics`."""
 
     async def _dead_letter(self, body: bytes, headers: dict[str, str]) -> None:
         sent = self.producer.send_and_wait(

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.errors import SegflowError
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 PREFIX = "sfk_"
 TABLE = "segflow_api_keys"

@@ -11,14 +11,14 @@ import signal
 import time
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.embedded import embedded_stack, free_port, port_free, wipe
-from pipeline.generate import BrokerSink, EventGenerator, Mix, pace
-from pipeline.metrics import serve_metrics
-from pipeline.produce import CollectionWriter, make_producer
-from pipeline.progress import Progress
-from pipeline.settings import Settings
-from pipeline.topics import Names
-from pipeline.worker import Worker, tune_gc
+from pipeline.producers.generate import BrokerSink, EventGenerator, Mix, pace
+from pipeline.producers.progress import Progress
+from pipeline.runtime.metrics import serve_metrics
+from pipeline.runtime.produce import CollectionWriter, make_producer
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import Names
+from pipeline.runtime.worker import Worker, tune_gc
+from pipeline.tools.embedded import embedded_stack, free_port, port_free, wipe
 
 log = logging.getLogger("segflow.dev")
 
@@ -50,8 +50,8 @@ async def feed(settings: Settings, catalog: Catalog, rate: float, stopping: asyn
 
 async def api(settings: Settings, port: int) -> None:
     """The ingestion API, with a fresh key for the newcomer to try."""
-    from pipeline.api import serve
-    from pipeline.keys import create_key
+    from pipeline.producers.api import serve
+    from pipeline.producers.keys import create_key
 
     assert settings.postgres
     name = f"dev-{int(time.time())}"

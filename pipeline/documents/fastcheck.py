@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from referencing.exceptions import NoSuchResource, Unresolvable, Unretrievable
 
-from pipeline.schema import FORMAT_CHECKER, Schema, is_int32
+from pipeline.documents.schema import FORMAT_CHECKER, Schema, is_int32
 
 Check = Callable[[Any], bool]
 

@@ -31,13 +31,13 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import load_catalog
+from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
-from pipeline.ingest import source_collection
-from pipeline.produce import CollectionWriter, make_producer
-from pipeline.progress import Progress
-from pipeline.settings import Settings
-from pipeline.topics import TOPIC_CONFIG, Names, ensure_topics
-from pipeline.validation import Validator
+from pipeline.producers.ingest import source_collection
+from pipeline.producers.progress import Progress
+from pipeline.runtime.produce import CollectionWriter, make_producer
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
 
 Event = dict[str, Any]
 

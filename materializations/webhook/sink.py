@@ -1,20 +1,13 @@
-"""Webhook materialization: toggles POSTed as JSON arrays, signed the Standard Webhooks way.
+"""WebhookSink: a lane per source partition, batches as large as back-pressure makes them,
+retries with backoff, parking what the endpoint rejects, draining on shutdown, and its figures.
 
-Each source partition has a FIFO of pending toggles and one delivery task, so at most one request
-per partition is in flight and order per partition (hence per segment and user) holds. Toggles
-that arrive while a request is in flight go in the next one: the slower the endpoint, the larger
-the batches. Retriable failures (network, timeout, 408, 429, 5xx) are retried without end; other
-answers park the batch in a dead-letter topic after `max_attempts` (410 at once). `flush()` only
-reports how far each partition is delivered or parked; it never waits for the endpoint.
+What one request means (retry, park, done) is in `delivery`; the signature in `signing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
-import hmac
 import itertools
 import logging
 import random
@@ -22,8 +15,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 import aiohttp
 import orjson
@@ -31,133 +22,27 @@ from aiokafka import ConsumerRecord, TopicPartition
 from yarl import URL
 
 from materializations.base import Sink
+from materializations.webhook.delivery import Outcome, post
+from materializations.webhook.signing import key, signature
+from materializations.webhook.stats import WebhookStats
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
-from pipeline.figures import SECONDS, SIZES, Figure, Histogram
+from pipeline.figures import Figure
 
-log = logging.getLogger(__name__)
+# The package's name, as before the split: log lines read the same.
+log = logging.getLogger("materializations.webhook")
 
 DeadLetter = Callable[[bytes, dict[str, str]], Awaitable[None]]
 """Parks a rejected batch: (request body, headers describing why and what)."""
 
-SECRET_PREFIX = "whsec_"
 DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 20.0
 TIMEOUT_BOUNDS = (15.0, 30.0)
-RESPONSE_LIMIT = 4096
-"""Bytes of a rejecting response kept for the dead-letter headers."""
-RETRY_AFTER_MAX = 600.0
-"""A Retry-After longer than this is shortened: the queue would otherwise stall for hours."""
-RETRIABLE_STATUSES = frozenset({408, 429})
 
 
 class WebhookError(SegflowError):
     """A webhook materialization is misconfigured."""
-
-
-# --- Standard Webhooks signatures ----------------------------------------------------------------
-
-
-def _key(secret: str) -> bytes:
-    try:
-        return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-    except binascii.Error as error:
-        raise ValueError(
-            f"webhook secret must be base64, optionally prefixed '{SECRET_PREFIX}'"
-        ) from error
-
-
-def _signature(key: bytes, msg_id: str, timestamp: int | str, body: bytes) -> str:
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value: 'v1,' + base64 HMAC-SHA256 of 'id.timestamp.body'."""
-    return _signature(_key(secret), msg_id, timestamp, body)
-
-
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    tolerance_s: float = 300,
-    now: float | None = None,
-) -> bool:
-    """Whether `headers` carry a valid signature of `body`, made within `tolerance_s` of now."""
-    lowered = {name.lower(): value for name, value in headers.items()}
-    msg_id = lowered.get("webhook-id")
-    stamp = lowered.get("webhook-timestamp")
-    signatures = lowered.get("webhook-signature")
-    if not msg_id or not stamp or not signatures:
-        return False
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
-        return False
-    expected = _signature(_key(secret), msg_id, stamp, body).encode()
-    # Several signatures may be sent (key rotation); each comparison is constant-time.
-    return any(
-        hmac.compare_digest(candidate.encode(), expected) for candidate in signatures.split()
-    )
-
-
-# --- Stats ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class WebhookStats:
-    """Counters of one webhook sink."""
-
-    requests: int = 0
-    retries: int = 0
-    batches: int = 0
-    toggles: int = 0
-    delivered: int = 0
-    parked: int = 0
-    parked_toggles: int = 0
-    batch_sizes: Histogram = field(default_factory=lambda: Histogram(SIZES))
-    """Toggles per batch (a batch is sent until delivered or parked)."""
-    request_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS))
-    """Duration of each request that got a response."""
-
-    def batch(self, size: int) -> None:
-        self.batches += 1
-        self.toggles += size
-        self.batch_sizes.observe(size)
-
-    @property
-    def mean_batch_size(self) -> float:
-        return self.toggles / self.batches if self.batches else 0.0
-
-
-# --- The sink ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """One attempt's answer: status None for a network error or timeout (then `text` says which)."""
-
-    status: int | None
-    text: str
-    retry_after: float | None = None
-
-    @property
-    def detail(self) -> str:
-        if self.status is None:
-            return self.text
-        return f"HTTP {self.status} {self.text!r}" if self.text else f"HTTP {self.status}"
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def retriable(self) -> bool:
-        return self.status is None or self.status in RETRIABLE_STATUSES or self.status >= 500
 
 
 @dataclass
@@ -190,7 +75,7 @@ class WebhookSink(Sink):
         self.shown_url = str(URL(self.url).with_user(None))
         secret = config.get("secret", "")
         try:
-            self._key = _key(secret) if secret else None
+            self._key = key(secret) if secret else None
         except ValueError as error:
             raise WebhookError(f"materialization '{spec.name}': {error}") from None
         self.max_batch = int(config.get("max_batch", DEFAULT_MAX_BATCH))
@@ -356,7 +241,7 @@ class WebhookSink(Sink):
             )
             await asyncio.sleep(delay)
 
-    async def _attempt(self, body: bytes, msg_id: str) -> _Outcome:
+    async def _attempt(self, body: bytes, msg_id: str) -> Outcome:
         assert self._session is not None, "the delivery tasks run only while the sink is open"
         timestamp = int(time.time())
         headers = {
@@ -365,21 +250,9 @@ class WebhookSink(Sink):
             "webhook-timestamp": str(timestamp),
         }
         if self._key is not None:
-            headers["webhook-signature"] = _signature(self._key, msg_id, timestamp, body)
+            headers["webhook-signature"] = signature(self._key, msg_id, timestamp, body)
         self.stats.requests += 1
-        began = time.monotonic()
-        try:
-            async with self._session.post(
-                self.url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                self.stats.request_seconds.observe(time.monotonic() - began)
-                if 200 <= response.status < 300:
-                    return _Outcome(response.status, "")
-                text = await _read_prefix(response, RESPONSE_LIMIT)
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-                return _Outcome(response.status, text, retry_after)
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            return _Outcome(None, repr(error))
+        return await post(self._session, self.url, body, headers, self.stats.request_seconds)
 
     async def _park(
         self,
@@ -387,7 +260,7 @@ class WebhookSink(Sink):
         batch: list[tuple[int, bytes | None]],
         body: bytes,
         msg_id: str,
-        outcome: _Outcome,
+        outcome: Outcome,
         attempts: int,
     ) -> None:
         headers = {
@@ -437,37 +310,3 @@ class WebhookSink(Sink):
 
 def _where(tp: TopicPartition, batch: list[tuple[int, bytes | None]]) -> str:
     return f"{tp.topic}/{tp.partition} offsets {batch[0][0]}..{batch[-1][0]}"
-
-
-async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> str:
-    """The start of a response body, for diagnostics; a body that fails to arrive is ''."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        while size < limit:
-            chunk = await response.content.read(limit - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except (aiohttp.ClientError, TimeoutError):
-        pass
-    return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or HTTP-date); None when unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), RETRY_AFTER_MAX)

@@ -1,37 +1,13 @@
-"""The Postgres materialization: one table per binding, upserted in batches with its checkpoint.
-
-Each write is one transaction, sent in one round trip (psycopg's pipeline mode): per binding and
-partition, one `insert ... select ... on conflict do update` whose rows Postgres computes from a
-single JSON array parameter (the records' own text, joined, parsed once), then the checkpoint
-moves forward. Python neither decodes the documents nor builds rows, and a write waits on the
-network once however many tables and partitions it covers; that matters because the worker's
-event loop is busy deriving between round trips. A failed write leaves nothing behind and is
-simply called again. A partition whose checkpoint is already at or past the batch's end (a
-replay after a crash, a zombie writer) is skipped, so a table never goes back in time.
-
-A record no row can hold (Postgres raises a data error for it: SQLSTATE class 22, 23 or 54 —
-a NUL character, a value out of range, an index entry too large) never blocks the others: the
-write is done again in the same way, but each binding and partition inside a savepoint, halving
-a part that fails until the offending records stand alone (k bad records among n cost
-about 2k·log2(n) statements). Those are **parked** — produced to the materialization's
-dead-letter topic with the error and their topic, partition, offset and key, and acknowledged
-there *before* the transaction that moves the checkpoint past them commits — so nothing is lost
-and everybody else's rows land. `segflow dlq replay` re-sends the current document of each
-parked key.
-
-Writes commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its
-checkpoint with it, so those records are simply written again from the broker; nothing is lost
-or doubled.
+"""PostgresSink: opening the tables, positions, the write with its checkpoint in one
+transaction, and isolating and parking the records Postgres rejects (the write path and the
+parking are explained in the package docstring).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -39,112 +15,23 @@ from aiokafka import ConsumerRecord, TopicPartition
 from psycopg import sql
 
 from materializations.base import BatchingSink
+from materializations.postgres.parking import (
+    DATA_ERRORS,
+    DeadLetter,
+    DocumentError,
+    Parked,
+    ParkingFailed,
+    Unreadable,
+    shown,
+)
+from materializations.postgres.shapes import create, shape_of, table_name, upsert
 from pipeline.catalog import BindingSpec, MaterializationSpec
-from pipeline.errors import SegflowError
 from pipeline.figures import SECONDS, SIZES, Figure, Histogram
 
-log = logging.getLogger(__name__)
+# The package's name, as before the split: log lines read the same.
+log = logging.getLogger("materializations.postgres")
 
 CHECKPOINTS = "segflow_checkpoints"
-
-
-DeadLetter = Callable[[bytes, dict[str, str]], Awaitable[None]]
-
-DATA_ERRORS = (
-    psycopg.errors.DataError,  # class 22: a value the column's type cannot take
-    psycopg.errors.IntegrityError,  # class 23
-    psycopg.errors.ProgramLimitExceeded,  # class 54: e.g. an index entry too large
-)
-"""What Postgres raises about a row's data, as opposed to the connection or the server."""
-
-
-@dataclass(frozen=True)
-class Parked:
-    """A record no row of its table can hold, and why."""
-
-    binding: BindingSpec
-    record: ConsumerRecord
-    reason: str
-    sqlstate: str
-
-
-@dataclass(frozen=True)
-class Column:
-    """A table column and how Postgres computes it from a document `d` (jsonb) and its record
-    key `k` (text): the value at `path` cast to `kind`, or `expression` as written."""
-
-    name: str
-    kind: str
-    path: tuple[str, ...] = ()
-    expression: str | None = None
-
-    def sql(self) -> sql.Composable:
-        # Kinds, paths and expressions come from SHAPES (constants), never from input.
-        if self.expression is not None:
-            return sql.SQL(self.expression)
-        path = sql.Literal("{" + ",".join(self.path) + "}")
-        operator = "#>" if self.kind in ("json", "jsonb") else "#>>"
-        return sql.SQL("(d {} {})::{}").format(sql.SQL(operator), path, sql.SQL(self.kind))
-
-
-DOCUMENT = Column("document", "jsonb", expression="d::jsonb")
-
-
-@dataclass(frozen=True)
-class Shape:
-    """How a collection's documents become rows: columns and key."""
-
-    columns: tuple[Column, ...]
-    key: tuple[str, ...]
-    keyed: bool = False
-    """Whether a column needs the record key (`k`); Postgres then gets the keys as well."""
-
-
-# Timestamps go to Postgres as the documents' RFC 3339 text; it parses the offsets itself.
-SHAPES: Mapping[str, Shape] = {
-    "segment/memberships": Shape(
-        columns=(
-            Column("vendor", "int", ("segment", "vendor")),
-            Column("segment_name", "text", ("segment", "name")),
-            Column("user_id", "text", ("user",)),
-            Column("first", "timestamptz", ("first",)),
-            Column("last", "timestamptz", ("last",)),
-            Column("member", "boolean", ("member",)),
-            Column("value", "text", ("value",)),
-            DOCUMENT,
-        ),
-        key=("vendor", "segment_name", "user_id"),
-    ),
-    # `segments` is json, not jsonb, so `json_array_elements(segments)` works as analysts write it.
-    "segment/profiles": Shape(
-        columns=(
-            Column("user_id", "text", ("user",)),
-            Column("segments", "json", ("segments",)),
-            DOCUMENT,
-        ),
-        key=("user_id",),
-    ),
-    "segment/toggles": Shape(
-        columns=(
-            Column("event", "uuid", ("event",)),
-            Column("user_id", "text", ("user",)),
-            Column("vendor", "int", ("segment", "vendor")),
-            Column("segment_name", "text", ("segment", "name")),
-            Column("remove", "boolean", expression="coalesce((d ->> 'remove')::boolean, false)"),
-            Column("timestamp", "timestamptz", ("timestamp",)),
-            Column("previous_event", "uuid", ("previous", "event")),
-            DOCUMENT,
-        ),
-        key=("event",),
-    ),
-}
-
-GENERIC = Shape(
-    columns=(Column("key", "text", expression="k"), DOCUMENT),
-    key=("key",),
-    keyed=True,
-)
-"""A collection without its own shape: the record key and the whole document."""
 
 
 class PostgresSink(BatchingSink):
@@ -206,7 +93,7 @@ class PostgresSink(BatchingSink):
             if await cur.fetchone() is None:
                 await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(self._schema)))
             for binding in self.spec.bindings:
-                await conn.execute(_create(self._table(_table_name(binding)), _shape(binding)))
+                await conn.execute(create(self._table(table_name(binding)), shape_of(binding)))
             await conn.execute(
                 sql.SQL(
                     "create table if not exists {} (materialization text, topic text,"
@@ -245,7 +132,7 @@ class PostgresSink(BatchingSink):
                         self._upsert(binding), self._parameters(binding, some, tp, through)
                     )
                 await self._move_checkpoint(conn, through)
-        except (*DATA_ERRORS, _Unreadable):
+        except (*DATA_ERRORS, Unreadable):
             # Some record cannot be a row: write the batch again, isolating it.
             async with conn.transaction():
                 await self._begin(conn, through)
@@ -286,8 +173,8 @@ class PostgresSink(BatchingSink):
     def _upsert(self, binding: BindingSpec) -> sql.Composed:
         statement = self._upserts.get(binding)
         if statement is None:
-            statement = self._upserts[binding] = _upsert(
-                self._table(_table_name(binding)), self._table(CHECKPOINTS), _shape(binding)
+            statement = self._upserts[binding] = upsert(
+                self._table(table_name(binding)), self._table(CHECKPOINTS), shape_of(binding)
             )
         return statement
 
@@ -302,12 +189,12 @@ class PostgresSink(BatchingSink):
         partition's checkpoint is already at or past `through`."""
         source: tuple[Any, ...]
         try:
-            if _shape(binding).keyed:
+            if shape_of(binding).keyed:
                 source = ([_text(r.key) for r in records], [r.value.decode() for r in records])
             else:
                 source = ((b"[" + b",".join([r.value for r in records]) + b"]").decode(),)
         except (TypeError, AttributeError, UnicodeDecodeError) as exc:  # no value, not UTF-8
-            raise _Unreadable(str(exc)) from exc
+            raise Unreadable(str(exc)) from exc
         return (*source, self.spec.name, tp.topic, tp.partition, through[tp])
 
     async def _isolate(
@@ -329,7 +216,7 @@ class PostgresSink(BatchingSink):
             if len(records) == 1:
                 state = exc.sqlstate or ""
                 return [Parked(binding, records[0], f"{type(exc).__name__}: {exc}", state)]
-        except _Unreadable as exc:
+        except Unreadable as exc:
             if len(records) == 1:
                 return [Parked(binding, records[0], f"not a UTF-8 JSON document: {exc}", "")]
         half = len(records) // 2
@@ -348,21 +235,21 @@ class PostgresSink(BatchingSink):
                 record.partition,
                 record.offset,
                 record.key,
-                _table_name(item.binding),
+                table_name(item.binding),
                 item.reason,
             )
             if self._dead_letter is None:
                 raise DocumentError(item.reason)
             headers = {
                 "materialization": self.spec.name,
-                "table": _table_name(item.binding),
+                "table": table_name(item.binding),
                 "collection": item.binding.source,
                 "error": item.reason,
                 "sqlstate": item.sqlstate,
                 "topic": record.topic,
                 "partition": str(record.partition),
                 "offset": str(record.offset),
-                "key": _shown(record.key),
+                "key": shown(record.key),
             }
             try:
                 await self._dead_letter(record.value or b"", headers)
@@ -390,22 +277,6 @@ class PostgresSink(BatchingSink):
             self._conn = None
 
 
-class _Unreadable(Exception):
-    """A record's key or value is not text Postgres can be given (absent, not UTF-8)."""
-
-
-class ParkingFailed(SegflowError):
-    """The dead-letter topic did not take a parked record; the write is tried again."""
-
-    retriable = True
-
-
-class DocumentError(SegflowError):
-    """A record no row can hold, and no dead-letter topic to park it in. Not retriable."""
-
-    retriable = False
-
-
 def _by_partition(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, list[ConsumerRecord]]:
     parts: dict[TopicPartition, list[ConsumerRecord]] = {}
     for record in records:
@@ -413,107 +284,5 @@ def _by_partition(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, lis
     return parts
 
 
-def _shown(key: bytes | None) -> str:
-    if key is None:
-        return ""
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(key).decode()
-
-
-def _shape(binding: BindingSpec) -> Shape:
-    return SHAPES.get(binding.source, GENERIC)
-
-
-def _table_name(binding: BindingSpec) -> str:
-    if binding.table is None:
-        raise SegflowError(f"binding of '{binding.source}': a Postgres binding needs a 'table'")
-    return binding.table
-
-
-def _create(table: sql.Identifier, shape: Shape) -> sql.Composed:
-    # Types come from SHAPES (constants), never from input, so sql.SQL on them is safe.
-    columns = [
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind)) for c in shape.columns
-    ]
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
-    return sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
-        table, sql.SQL(", ").join(columns), key
-    )
-
-
-def _upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
-    """One partition's documents into `table`: rows computed by Postgres from a JSON array (or,
-    for a keyed shape, arrays of record keys and documents), the last one per row key kept,
-    skipped whole when the partition's checkpoint is at or past the given end.
-
-    Parameters: the documents (keyed: keys, documents), then materialization, topic, partition,
-    end.
-    """
-    names = [column.name for column in shape.columns]
-    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    computed = sql.SQL(", ").join(
-        sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
-        for column in shape.columns
-    )
-    source = sql.SQL(
-        "unnest(%s::text[], %s::text[]) with ordinality as e(k, d, n)"
-        if shape.keyed
-        else "jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
-    )
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n not in shape.key
-    )
-    return sql.SQL(
-        "insert into {table} ({columns})"
-        " select distinct on ({key}) {columns} from ("
-        "select {computed}, n from {source}"
-        " where (select coalesce(max(next_offset), -1) from {checkpoints}"
-        " where materialization = %s and topic = %s and partition = %s) < %s"
-        ") as rows order by {key}, n desc"
-        " on conflict ({key}) do update set {updates}"
-    ).format(
-        table=table,
-        columns=columns,
-        key=key,
-        computed=computed,
-        source=source,
-        checkpoints=checkpoints,
-        updates=updates,
-    )
-
-
 def _text(key: bytes | None) -> str | None:
     return key.decode() if key is not None else None
-
-
-def load_queries(path: str | Path) -> dict[str, str]:
-    """The named queries of a file like docs/queries.sql: `-- name: <slug>` starts each one.
-
-    Comment lines are dropped and so is the final semicolon; placeholders stay `%(name)s`.
-    """
-    queries: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("-- name:"):
-            name = stripped.removeprefix("-- name:").strip()
-            if not name or name in queries:
-                what = "an empty name" if not name else f"a second query named '{name}'"
-                raise SegflowError(f"{path}: line {number}: {what}")
-            current = queries[name] = []
-        elif stripped.startswith("--") or not stripped:
-            continue
-        elif current is None:
-            raise SegflowError(f"{path}: line {number}: SQL before the first '-- name:' line")
-        else:
-            current.append(line.rstrip())
-    result = {
-        name: "\n".join(lines).strip().removesuffix(";").strip() for name, lines in queries.items()
-    }
-    empty = [name for name, text in result.items() if not text]
-    if empty:
-        raise SegflowError(f"{path}: query '{empty[0]}' has no SQL")
-    return result

@@ -50,3 +50,12 @@ def test_every_module_imports_only_its_layer_and_those_below() -> None:
                     upward.append(f"{path.relative_to(ROOT)}:{line}: {module} imports {name}")
     assert upward == []
 
+
+def test_no_module_is_over_450_lines() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for package in ("pipeline", "derivations", "materializations")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 450
+    ]
+    assert long == []

@@ -82,6 +82,8 @@ class Stats:
     dead_letters: int = 0
     derived_events: int = 0
     redeliveries: int = 0
+    identity_conflicts: int = 0
+    records_merged: int = 0
     documents_out: int = 0
     documents_by_collection: Counter[str] = field(default_factory=Counter)
     batches: int = 0

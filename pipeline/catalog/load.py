@@ -19,15 +19,16 @@ from pipeline.catalog.derivation import Derivations
 from pipeline.catalog.interpolate import BROKEN, interpolate
 from pipeline.catalog.materialization import check_materialization
 from pipeline.catalog.places import Entry, File, Place
+from pipeline.catalog.profiles import check_profiles
 from pipeline.catalog.readers import mapping
 from pipeline.catalog.schemas import SchemaFiles
-from pipeline.catalog.specs import Catalog
+from pipeline.catalog.specs import Catalog, DerivationSpec
 from pipeline.catalog.yaml_files import UniqueKeyLoader, catalog_files, yaml_error
 from pipeline.documents import pointers
 from pipeline.documents.schema import Schema
 from pipeline.errors import CatalogError, Problem
 
-_TOP_KEYS = ("collections", "derivations", "materializations", "import")
+_TOP_KEYS = ("collections", "derivations", "materializations", "profiles", "import")
 _SECTIONS = {
     "collections": "collection",
     "derivations": "derivation",
@@ -44,6 +45,7 @@ class _Loader:
     entries: dict[str, dict[str, Entry]] = field(
         default_factory=lambda: {section: {} for section in _SECTIONS}
     )
+    profiles: Entry | None = None
 
     def read(self, path: Path) -> None:
         """Parse one file, interpolate it, and file its entries by section."""
@@ -61,6 +63,8 @@ class _Loader:
         top = Place(file, "", "")
         if mapping(top, document, _TOP_KEYS, "the top level of a catalog file") is None:
             return
+        if "profiles" in document:
+            self._profiles(top, document["profiles"])
         for section, kind in _SECTIONS.items():
             if section not in document or document[section] is None:
                 continue
@@ -73,6 +77,17 @@ class _Loader:
             for name, body in blocks.items():
                 place = Place(file, pointers.join(section, str(name)), f"{kind} '{name}'")
                 self._add(section, Entry(place, str(name), body))
+
+    def _profiles(self, top: Place, raw: object) -> None:
+        """The one `profiles:` section (SPEC 8), checked once every collection is known."""
+        place = Place(top.file, "/profiles", "")
+        body = interpolate(raw, place, self.env)
+        if body is BROKEN:
+            return
+        if self.profiles is not None:
+            place.report(f"profiles: already declared in {self.profiles.place.file.path}")
+            return
+        self.profiles = Entry(place, "profiles", body)
 
     def _add(self, section: str, entry: Entry) -> None:
         first = self.entries[section].get(entry.name)
@@ -94,6 +109,13 @@ class _Loader:
             name: check_collection(entry, name in derived, schemas, collection_schemas)
             for name, entry in self.entries["collections"].items()
         }
+        profiles = None
+        stages: dict[str, DerivationSpec] = {}
+        if self.profiles is not None:
+            profiles, internal, stages = check_profiles(
+                self.profiles.place, self.profiles.body, checked, derived
+            )
+            checked.update(internal)
         # Valid or not, a declared collection may be referenced: only its own block is reported.
         checker = Derivations(schemas, collection_schemas)
         derivations = {
@@ -101,6 +123,7 @@ class _Loader:
             for name, entry in self.entries["derivations"].items()
         }
         valid_derivations = {k: v for k, v in derivations.items() if v is not None}
+        valid_derivations.update(stages)
         checker.check_shuffles(self.entries["derivations"])
         materializations = {
             name: check_materialization(entry, checked)
@@ -110,6 +133,7 @@ class _Loader:
             MappingProxyType({k: v for k, v in checked.items() if v is not None}),
             MappingProxyType(valid_derivations),
             MappingProxyType({k: v for k, v in materializations.items() if v is not None}),
+            profiles,
         )
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from pipeline.documents import pointers
 from pipeline.documents.schema import Schema
+
+if TYPE_CHECKING:
+    from derivations.profiles.model import ProfilesSpec
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,15 @@ class DerivationSpec:
     shuffle: tuple[str, ...]
     register: RegisterSpec | None
     transform: str
+    shuffle_first: bool = False
+    """Shuffle on the first of the `shuffle` pointers that has a value (profile events: the
+    anonymousId, else the userId), as its text, rather than on all of them."""
+
+    def shuffle_encoder(self) -> Callable[[Any], bytes]:
+        """The record key (and, hashed, the partition) this derivation's source is shuffled by."""
+        if self.shuffle_first:
+            return pointers.first_present_encoder(self.shuffle)
+        return pointers.key_encoder(self.shuffle)
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,8 @@ class Catalog:
     collections: Mapping[str, CollectionSpec]
     derivations: Mapping[str, DerivationSpec]
     materializations: Mapping[str, MaterializationSpec]
+    profiles: ProfilesSpec | None = None
+    """The `profiles:` section (SPEC 8), whose stages are among `derivations`."""
 
     def derivations_from(self, source: str) -> list[DerivationSpec]:
         """The derivations reading `source`, in declaration order."""

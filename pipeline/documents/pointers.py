@@ -83,6 +83,21 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     return orjson.dumps([None if v is MISSING else v for v in values])
 
 
+def first_present_encoder(pointers: Sequence[str]) -> Callable[[Any], bytes]:
+    """`encode_key` of the text of the first value present at `pointers` (an integer as its
+    decimal digits, so 42 and "42" are one key), or of null when none is."""
+    getters = [value_getter(parse(p)) for p in pointers]
+
+    def first(doc: Any) -> bytes:
+        for getter in getters:
+            value = getter(doc)
+            if value is not None and value is not MISSING:
+                return orjson.dumps([value if isinstance(value, str) else str(value)])
+        return b"[null]"
+
+    return first
+
+
 def key_encoder(pointers: Sequence[str]) -> Callable[[Any], bytes]:
     """`encode_key` of the values at `pointers`: fast when every value is present (hot path)."""
     getter = key_getter(pointers)

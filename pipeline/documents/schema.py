@@ -133,3 +133,13 @@ def load_schema(path: Path) -> Schema:
         uri, Resource.from_contents(contents, DRAFT202012)
     )
     return Schema(path=path, contents=contents, registry=registry)
+
+
+def schema_of(contents: dict[str, Any], path: Path) -> Schema:
+    """A schema built in code (an internal collection's), named as if read from `path`."""
+    Draft202012Validator.check_schema(contents)
+    uri = path.resolve().as_uri()
+    registry: Registry[Any] = Registry(retrieve=_retrieve).with_resource(  # type: ignore[call-arg]
+        uri, Resource.from_contents(contents, DRAFT202012)
+    )
+    return Schema(path=path, contents=contents, registry=registry)

@@ -31,17 +31,21 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import Catalog
+from pipeline.catalog.profiles import IDENTITY, STAGES
 from pipeline.errors import BrokerStateLost, SegflowError
 from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.profiles import IdentityTask, RecordsTask
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.route import Router
 from pipeline.runtime.settings import Settings
 from pipeline.runtime.state import PartitionState, add_changelog, restore
-from pipeline.runtime.task import DerivationTask
-from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches
+from pipeline.runtime.task import BatchResult, DerivationTask, Output
+from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches, partition_for
 
 log = logging.getLogger(__name__)
+
+Task = DerivationTask | IdentityTask | RecordsTask
 
 
 class Deriver:
@@ -71,7 +75,7 @@ class Deriver:
         self.stopping = stopping
         self.fail = fail
         self.tasks = {
-            source: DerivationTask(catalog, source, names.collection)
+            source: make_task(catalog, source, names.collection)
             for source in sorted({d.source for d in catalog.derivations.values()})
         }
         self.routers = {
@@ -236,24 +240,19 @@ class Deriver:
             task = self.tasks[self.source_of_shuffle[owner.topic]]
             result = task.process_documents(items, state)
             published = [
-                (
-                    output.spec.name,
-                    writer.add_many(
-                        output.topic,
-                        owner.partition % output.spec.partitions,
-                        ((key, value) for out, key, value in result.documents if out is output),
-                    ),
-                )
+                (output.spec.name, _publish(writer, output, owner.partition, result))
                 for output in task.outputs
             ]
             results.append((owner, state, result, published))
         if not results:
             return
         # 1. derived documents, re-routed source records and dead letters, acknowledged
-        acked = self.progress.shuffle_acked
+        acked, fed = self.progress.shuffle_acked, self.progress.source_acked
         for tp, end in (await writer.flush()).items():
             if tp.topic in self.source_of_shuffle:
                 acked[tp] = max(acked.get(tp, 0), end)
+            elif tp.topic in self.source_of_topic:
+                fed[tp] = max(fed.get(tp, 0), end)
         # 2. state changes and markers to the changelog, acknowledged
         changelog = BatchWriter(producer)
         changelog_tps = []
@@ -288,6 +287,8 @@ class Deriver:
             offsets[source_tp] = self.progress.shuffled[source_tp] = state.source_next
             self.stats.derived_events += result.events
             self.stats.redeliveries += result.redeliveries
+            self.stats.identity_conflicts += result.conflicts
+            self.stats.records_merged += result.merges
             self.stats.documents_out += len(result.documents)
             for collection, n in published:
                 by_collection[collection] += n
@@ -296,6 +297,32 @@ class Deriver:
         assert self.commits is not None
         await self.commits.add(offsets)
         await self.progress.notify()
+
+
+def make_task(catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> Task:
+    """The task of the derivations reading `source`: the profile stages' own, or the generic one."""
+    transforms = {d.transform for d in catalog.derivations_from(source)}
+    if transforms & set(STAGES):
+        if len(transforms) > 1:
+            raise SegflowError(
+                f"'{source}' feeds the profile stages and other derivations; give those their"
+                " own copy of it"
+            )
+        stage = IdentityTask if IDENTITY in transforms else RecordsTask
+        return stage(catalog, source, topic_of)
+    return DerivationTask(catalog, source, topic_of)
+
+
+def _publish(writer: BatchWriter, output: Output, partition: int, result: BatchResult) -> int:
+    """Add `output`'s documents of a batch: to the owner's partition, or each to its key's."""
+    documents = ((key, value) for out, key, value in result.documents if out is output)
+    partitions = output.spec.partitions
+    if not output.by_key:
+        return writer.add_many(output.topic, partition % partitions, documents)
+    n = 0
+    for n, (key, value) in enumerate(documents, 1):  # noqa: B007 - n is the count
+        writer.add(output.topic, partition_for(key, partitions), key, value)
+    return n
 
 
 async def _partitions(producer: AIOKafkaProducer, topic: str) -> list[TopicPartition]:

@@ -130,6 +130,16 @@ def render(worker: Observed) -> str:
             s.dead_letters,
         ),
         ("batches_total", "Batches derived and committed.", s.batches),
+        (
+            "profile_records_merged_total",
+            "Anonymous profile records merged into a person's record.",
+            s.records_merged,
+        ),
+        (
+            "profile_identity_conflicts_total",
+            "Profile events whose anonymousId is linked to another userId (the merge guard).",
+            s.identity_conflicts,
+        ),
     ):
         out.family(name, "counter", help, [({}, value)])
     out.family(

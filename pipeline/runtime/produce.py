@@ -46,10 +46,11 @@ class CollectionWriter:
         spec = catalog.collections[collection]
         derivations = catalog.derivations_from(collection)
         # Partition by what the derivations shuffle on (the user), else by the collection key.
-        partition_by = derivations[0].shuffle if derivations else spec.key
         self.topic = names.collection(collection)
         self.partitions = spec.partitions
-        self.key = pointers.key_encoder(partition_by)
+        self.key = (
+            derivations[0].shuffle_encoder() if derivations else pointers.key_encoder(spec.key)
+        )
         self.producer = producer
         self.producer_id = producer_id.encode()
 

@@ -7,6 +7,7 @@ assignment; `caught_up` is the barrier `pipeline.tools.testing` awaits instead o
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ class Progress:
 
     shuffled: dict[TopicPartition, int] = field(default_factory=dict)
     shuffle_acked: dict[TopicPartition, int] = field(default_factory=dict)
+    source_acked: dict[TopicPartition, int] = field(default_factory=dict)
+    """Ends of what the loop itself wrote into source topics (one stage feeding the next)."""
     derived: dict[TopicPartition, int] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -30,10 +33,22 @@ class Progress:
         async with self.changed:
             await self.changed.wait_for(predicate)
 
+    def _reached(
+        self, shuffled: Mapping[TopicPartition, int], sources: Mapping[TopicPartition, int]
+    ) -> bool:
+        return all(self.derived.get(tp, 0) >= o for tp, o in shuffled.items()) and all(
+            self.shuffled.get(tp, 0) >= o for tp, o in sources.items()
+        )
+
     async def caught_up(self, targets: Mapping[TopicPartition, int]) -> None:
         """Wait until every source record before `targets` is fully processed and published:
         first routed (source positions), then derived up to what routing put in the shuffle
-        topics by then."""
+        topics by then; and again for what derivations wrote into other derivations' sources
+        (the profile stages), until a round adds nothing."""
         await self.wait_for(lambda: all(self.shuffled.get(tp, 0) >= o for tp, o in targets.items()))
-        shuffled = dict(self.shuffle_acked)
-        await self.wait_for(lambda: all(self.derived.get(tp, 0) >= o for tp, o in shuffled.items()))
+        while True:
+            shuffled, sources = dict(self.shuffle_acked), dict(self.source_acked)
+            await self.wait_for(functools.partial(self._reached, shuffled, sources))
+            # Outputs are acknowledged (and noted here) before positions move past their input.
+            if shuffled == self.shuffle_acked and sources == self.source_acked:
+                return

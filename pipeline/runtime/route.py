@@ -22,7 +22,7 @@ from pipeline.catalog import Catalog
 from pipeline.documents.validation import Validator
 from pipeline.figures import Stats
 from pipeline.runtime.batches import BatchWriter
-from pipeline.runtime.task import DerivationTask
+from pipeline.runtime.task import Shuffling
 from pipeline.runtime.topics import Names, partition_for
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Router:
     """Validates one source's records and sends each where it is processed."""
 
     def __init__(
-        self, catalog: Catalog, source: str, task: DerivationTask, names: Names, stats: Stats
+        self, catalog: Catalog, source: str, task: Shuffling, names: Names, stats: Stats
     ) -> None:
         self.shuffle_key = task.shuffle_key
         self.validator = Validator(catalog.collections[source].schema)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -40,6 +40,12 @@ def load_transform(path: str) -> Any:
     return target() if isinstance(target, type) else target
 
 
+class Shuffling(Protocol):
+    """What routing needs of a task: the key its source is shuffled by."""
+
+    shuffle_key: Callable[[Any], bytes]
+
+
 @dataclass
 class Output:
     """A derived collection as this task writes it."""
@@ -50,6 +56,9 @@ class Output:
     reducer: Reducer | None
     """None when documents replace each other whole (lastWriteWins): no state needed."""
     prefix: bytes
+    by_key: bool = False
+    """Partitioned by the hash of the record key (as shuffles are), not by the owner's partition:
+    for an output another stage reads co-partitioned (profile records)."""
 
 
 @dataclass
@@ -67,11 +76,15 @@ class Derivation:
 class BatchResult:
     """What a batch produced: documents to publish and state changes to commit."""
 
-    documents: list[tuple[Output, bytes, bytes]] = field(default_factory=list)
-    """(output, key, value)"""
+    documents: list[tuple[Output, bytes, bytes | None]] = field(default_factory=list)
+    """(output, key, value); a value None is a tombstone (the document is deleted)."""
     changes: Changes = field(default_factory=dict)
     events: int = 0
     redeliveries: int = 0
+    conflicts: int = 0
+    """Profile events whose anonymousId is linked to another person (the merge guard)."""
+    merges: int = 0
+    """Anonymous profile records merged into a person's."""
 
 
 class DerivationTask:
@@ -81,7 +94,7 @@ class DerivationTask:
         self.source = catalog.collections[source]
         self.derivations: list[Derivation] = []
         specs = catalog.derivations_from(source)
-        self.shuffle_key = pointers.key_encoder(specs[0].shuffle)
+        self.shuffle_key = specs[0].shuffle_encoder()
         self.dedup_key = pointers.key_encoder(self.source.key)
         self.dedup_window_ms = (
             int(self.source.dedup_window * 1000) if self.source.dedup_window is not None else None
@@ -122,7 +135,7 @@ class DerivationTask:
         """Run every derivation over (document, record timestamp in ms) pairs, in arrival order."""
         result = BatchResult(events=len(items))
         if self.dedup_window_ms is not None:
-            items = self._deduplicate(items, state, result)
+            items = deduplicate(items, state, result, self.dedup_key, self.dedup_window_ms)
         registers: dict[bytes, Any] = {}
         # Reduced outputs: the batch's documents of each key, reduced among themselves. Whole
         # documents (no reducer): every one, in arrival order, even for a key seen twice (an
@@ -173,25 +186,28 @@ class DerivationTask:
             published.append((output, key, value))
         return result
 
-    def _deduplicate(
-        self, items: Sequence[tuple[Any, int]], state: PartitionState, result: BatchResult
-    ) -> list[tuple[Any, int]]:
-        """Drop redeliveries: events whose key was accepted within the window before them."""
-        assert self.dedup_window_ms is not None
-        window = self.dedup_window_ms
-        accepted: dict[bytes, int] = {}
-        kept = []
-        for item in items:
-            key = DEDUP + self.dedup_key(item[0])
-            first = accepted.get(key)
-            if first is None:
-                stored = state.get(key)
-                first = int.from_bytes(stored, "big") if stored is not None else None
-            if first is not None and item[1] - first <= window:
-                result.redeliveries += 1
-                continue
-            accepted[key] = item[1]
-            kept.append(item)
-        for key, timestamp in accepted.items():
-            result.changes[key] = timestamp.to_bytes(8, "big")
-        return kept
+
+def deduplicate(
+    items: Sequence[tuple[Any, int]],
+    state: PartitionState,
+    result: BatchResult,
+    dedup_key: Callable[[Any], bytes],
+    window: int,
+) -> list[tuple[Any, int]]:
+    """Drop redeliveries: events whose key was accepted within `window` ms before them."""
+    accepted: dict[bytes, int] = {}
+    kept = []
+    for item in items:
+        key = DEDUP + dedup_key(item[0])
+        first = accepted.get(key)
+        if first is None:
+            stored = state.get(key)
+            first = int.from_bytes(stored, "big") if stored is not None else None
+        if first is not None and item[1] - first <= window:
+            result.redeliveries += 1
+            continue
+        accepted[key] = item[1]
+        kept.append(item)
+    for key, timestamp in accepted.items():
+        result.changes[key] = timestamp.to_bytes(8, "big")
+    return kept

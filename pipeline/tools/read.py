@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -54,7 +55,8 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
 async def current_documents(
     bootstrap: str, topic: str, spec: CollectionSpec, ends: dict[TopicPartition, int] | None = None
 ) -> list[Any]:
-    """Every key's last document in the topic, read to its true end, ordered by key.
+    """Every key's last document in the topic, read to its true end, ordered by key; a key
+    whose last record is a tombstone (value null, as a merged profile record's) is absent.
 
     `ends`, when given, receives the offset after the last record read from each partition.
     """
@@ -67,6 +69,11 @@ async def current_documents(
         for record in records:
             if ends is not None:
                 ends[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if record.value is None:  # a tombstone: the document with that key is deleted
+                with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+                    k = [sort_key(v) for v in orjson.loads(record.key)]
+                    latest.pop(orjson.dumps(k, default=str).decode(), None)
+                continue
             try:
                 doc = orjson.loads(record.value)
             except orjson.JSONDecodeError:

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = [
     ("pipeline.errors", "pipeline.figures"),
-    ("pipeline.documents",),
+    ("pipeline.documents", "derivations.profiles"),
     ("pipeline.catalog",),
     ("derivations", "materializations"),
     ("pipeline.runtime",),

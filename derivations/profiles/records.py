@@ -1,0 +1,117 @@
+"""A record's state and document (SPEC 8.1, 8.3): built from events, merged on identity merge.
+
+The state is plain JSON: `{"p": {property: aggregate state}, "a": [anonymousIds, sorted],
+"c": earliest occurredAt, "u": latest occurredAt}` (the last two as `min`/`max` date aggregates).
+Every part merges order-independently, so a record merged from an anonymous one equals the record
+built as if every event had gone to the person (`aggregates` says why).
+
+An event's order is `make_order(occurredAt, [record timestamp in ms, event id])`: ties of
+occurredAt go to the later-arriving event, and the event id makes the order total and the same
+whichever record the event went to.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .aggregates import Aggregate, Order, State, make_order
+from .extract import EventProperty, compile_properties
+from .identity import ANON
+from .instants import parse_instant
+from .model import ProfilesSpec
+from .values import normalise
+
+Record = dict[str, Any]
+
+_CREATED = Aggregate("min", "date")
+_UPDATED = Aggregate("max", "date")
+
+
+def order_of(event: Mapping[str, Any], arrival_ms: int) -> Order:
+    """The order of an event whose occurredAt is set (the identity stage sets it)."""
+    instant = parse_instant(event["occurredAt"])
+    assert instant is not None, "occurredAt is checked by the events schema"
+    return make_order(instant, [arrival_ms, event["id"]])
+
+
+@dataclass(frozen=True)
+class Records:
+    """The record logic of one checked `profiles:` spec."""
+
+    properties: Mapping[str, EventProperty]
+
+    @classmethod
+    def of(cls, spec: ProfilesSpec) -> Records:
+        return cls(compile_properties(spec))
+
+    def empty(self) -> Record:
+        return {"p": {}, "a": [], "c": {}, "u": {}}
+
+    def apply(
+        self, state: Record, event: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
+    ) -> Record:
+        """`state` with one event added (`anonymous_id`: the device it links, if any)."""
+        order = order_of(event, arrival_ms)
+        aggregates = dict(state["p"])
+        for name, prop in self.properties.items():
+            before = aggregates.get(name)
+            after = prop.add(before if before is not None else {}, event, order)
+            if after is not before and after:
+                aggregates[name] = after
+        occurred = normalise("date", event["occurredAt"])
+        anonymous = state["a"]
+        if anonymous_id is not None and anonymous_id not in anonymous:
+            anonymous = list(anonymous)
+            bisect.insort(anonymous, anonymous_id)
+        return {
+            "p": aggregates,
+            "a": anonymous,
+            "c": _CREATED.add(state["c"], occurred, order),
+            "u": _UPDATED.add(state["u"], occurred, order),
+        }
+
+    def merge(self, a: Record, b: Record) -> Record:
+        """The state of the events of both records (disjoint sets of events)."""
+        aggregates = dict(a["p"])
+        for name, theirs in b["p"].items():
+            ours = aggregates.get(name)
+            if name not in self.properties:
+                continue  # a property no longer declared
+            aggregates[name] = (
+                theirs if ours is None else self.properties[name].aggregate.merge(ours, theirs)
+            )
+        return {
+            "p": aggregates,
+            "a": sorted(set(a["a"]) | set(b["a"])),
+            "c": _CREATED.merge(a["c"], b["c"]),
+            "u": _UPDATED.merge(a["u"], b["u"]),
+        }
+
+    def document(self, record_id: str, state: Record, groups: list[str]) -> dict[str, Any]:
+        """The profile/records document of a state."""
+        doc: dict[str, Any] = {"id": record_id}
+        if not record_id.startswith(ANON):
+            doc["userId"] = record_id
+        doc["anonymousIds"] = state["a"]
+        properties: dict[str, Any] = {}
+        invalid: dict[str, str] = {}
+        stored = state["p"]
+        for name, prop in self.properties.items():
+            aggregate = prop.aggregate
+            part: State = stored.get(name) or {}
+            value = aggregate.result(part)
+            if value is not None:
+                properties[name] = value
+            reason = aggregate.invalid(part)
+            if reason is not None:
+                invalid[name] = reason
+        doc["properties"] = properties
+        if invalid:
+            doc["invalid"] = invalid
+        doc["groups"] = groups
+        doc["createdAt"] = _CREATED.result(state["c"])
+        doc["updatedAt"] = _UPDATED.result(state["u"])
+        return doc

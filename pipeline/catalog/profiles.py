@@ -1,0 +1,96 @@
+"""The catalog's `profiles:` section (SPEC 8): checked by `derivations.profiles.spec`, and turned
+into the two stages that build records, as derivations the runtime runs like any other.
+
+- identity: `events` shuffled by anonymousId (the userId when there is none), so one owner sees
+  every event of a device in arrival order. It links anonymousIds to userIds and writes each
+  event, with the id of the record it belongs to, into the internal collection
+  `<records>.identified`, partitioned by that record id.
+- records: `<records>.identified` (already in its owners' partitions) into `records`.
+
+The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`): they need more than the
+publish/update contract of user derivations (state of other keys, deletes, moving a record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from derivations.profiles.model import ProfilesSpec
+from derivations.profiles.spec import parse_profiles
+from pipeline.catalog.places import Place
+from pipeline.catalog.specs import CollectionSpec, DerivationSpec
+from pipeline.documents.schema import Schema, schema_of
+
+IDENTITY = "segflow:profiles-identity"
+RECORDS = "segflow:profiles-records"
+STAGES = (IDENTITY, RECORDS)
+
+_IDENTIFIED_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "an event with its record id, or a record moving into another (internal)",
+    "type": "object",
+    "properties": {"r": {"type": "string"}},
+    "required": ["r"],
+}
+
+
+def identified(records: str) -> str:
+    """The internal collection between the two stages."""
+    return records + ".identified"
+
+
+def check_profiles(
+    place: Place,
+    raw: Any,
+    collections: Mapping[str, CollectionSpec | None],
+    derived: set[str],
+) -> tuple[ProfilesSpec | None, dict[str, CollectionSpec], dict[str, DerivationSpec]]:
+    """The section's spec, the internal collection and the two stages (empty on problems)."""
+    events_schema: Schema | None = None
+
+    def declared(path: str) -> bool:
+        if path == "/data" or path.startswith("/data/"):
+            return True  # `data` is the producer's: any name may be in it
+        return events_schema is not None and events_schema.has_location(path)
+
+    names = set(collections)
+    events = raw.get("events", "profile/events") if isinstance(raw, dict) else None
+    if isinstance(events, str) and collections.get(events) is not None:
+        events_schema = collections[events].schema  # type: ignore[union-attr]
+    spec, problems = parse_profiles(
+        raw, pointer=place.pointer, event_paths=declared, collections=names
+    )
+    for pointer, message in problems:
+        place.file.report(pointer, message)
+    if spec is None:
+        return None, {}, {}
+    for key, name in (("events", spec.events), ("records", spec.records)):
+        if name not in collections and key not in raw:
+            place.report(
+                f"{key}: '{name}' (the default) is not a declared collection; declare it, or"
+                f" name yours with '{key}:'"
+            )
+        elif name in derived:
+            place.at(key).report(
+                f"'{name}' is derived by a derivation of its own; profiles need a collection"
+                " only they write"
+                if key == "records"
+                else f"'{name}' is derived; product events must be a captured collection"
+            )
+    source, target = collections.get(spec.events), collections.get(spec.records)
+    if source is None or target is None or spec.events in derived or spec.records in derived:
+        return None, {}, {}
+    middle = identified(spec.records)
+    path = Path(str(target.schema.path)).with_name(middle.replace("/", ".") + ".schema.json")
+    internal = CollectionSpec(
+        middle, schema_of(_IDENTIFIED_SCHEMA, path), ("/r",), target.partitions, None
+    )
+    stages = {
+        middle: DerivationSpec(
+            middle, spec.events, ("/anonymousId", "/userId"), None, IDENTITY, shuffle_first=True
+        ),
+        spec.records: DerivationSpec(spec.records, middle, ("/r",), None, RECORDS),
+    }
+    return spec, {middle: internal}, stages

@@ -52,10 +52,19 @@ def _catalog(settings: Settings) -> Catalog:
 
 def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
-    print(
-        f"catalog ok: {len(catalog.collections)} collections, {len(catalog.derivations)} "
-        f"derivations, {len(catalog.materializations)} materializations"
+    profiles = catalog.profiles
+    internal = 1 if profiles is not None else 0
+    line = (
+        f"catalog ok: {len(catalog.collections) - internal} collections, "
+        f"{len(catalog.derivations) - 2 * internal} derivations, "
+        f"{len(catalog.materializations)} materializations"
     )
+    if profiles is not None:
+        line += (
+            f"; profiles: {len(profiles.properties)} properties, {len(profiles.groups)} groups"
+            f" ({profiles.events} -> {profiles.records})"
+        )
+    print(line)
     return 0
 
 

@@ -40,7 +40,7 @@ def test_peer_suite_and_own_test_files_pass_on_the_embedded_broker(peer_suite: P
     flows = sorted(str(p) for p in (ROOT / "tests" / "flows").glob("*.flow.yaml"))
     result = segflow("test", str(peer_suite), *flows)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip().endswith(f"{3 + 5} passed, 0 failed"), result.stdout
+    assert result.stdout.strip().endswith(f"{3 + 6} passed, 0 failed"), result.stdout
 
 
 def test_wrong_expectation_fails_with_a_diff(peer_suite: Path, namespace: Namespace) -> None:
@@ -94,7 +94,8 @@ def test_malformed_test_file_is_named_with_its_test_and_step(
 def test_catalog_check(tmp_path: Path) -> None:
     ok = segflow("catalog", "check")
     assert ok.returncode == 0, ok.stderr
-    assert "catalog ok: 4 collections, 3 derivations" in ok.stdout
+    assert "catalog ok: 6 collections, 3 derivations, 2 materializations" in ok.stdout
+    assert "profiles: 13 properties, 0 groups (profile/events -> profile/records)" in ok.stdout
     broken = tmp_path / "catalog"
     broken.mkdir()
     text = (

@@ -84,7 +84,8 @@ async def test_health_and_metrics_match_the_work_done(
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
     assert health["status"] == "ok"
-    assert len(health["partitions"]) == 4
+    # 4 partitions of each derivation source: segment/events and the two profile stages'
+    assert len(health["partitions"]) == 4 * 3
     assert set(health["loops"]) == {"derive", "materialize.postgres", "materialize.webhook"}
 
     distinct = len({e["event"] for e in events})

@@ -406,3 +406,31 @@ def test_parse_duration(text: str | int | float, seconds: float) -> None:
 def test_parse_duration_rejects(text: str | int | float) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_every_problem_of_profiles_is_reported_with_its_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `profiles:` section in `segflow catalog check` (SPEC 8.3, 8.4): golden report."""
+    monkeypatch.chdir(FIXTURES)
+    expected = (FIXTURES / "broken-profiles.expected").read_text().splitlines()
+    assert problems(Path("broken-profiles")) == expected
+
+
+def test_the_shipped_catalog_declares_the_profile_stages() -> None:
+    catalog = load_catalog(REPO / "catalog", env={})
+    assert catalog.profiles is not None
+    stages = {d.collection: (d.source, d.transform) for d in catalog.derivations.values()}
+    assert stages["profile/records.identified"] == ("profile/events", "segflow:profiles-identity")
+    assert stages["profile/records"] == ("profile/records.identified", "segflow:profiles-records")
+
+
+def test_profiles_need_their_collections(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("profiles:\n  properties: {}\n")
+    assert problems(path) == [
+        f"{path}: /profiles: events: 'profile/events' (the default) is not a declared"
+        " collection; declare it, or name yours with 'events:'",
+        f"{path}: /profiles: records: 'profile/records' (the default) is not a declared"
+        " collection; declare it, or name yours with 'records:'",
+    ]

@@ -46,3 +46,48 @@ select
 from segment_memberships
 group by vendor, segment_name
 order by vendor, segment_name;
+
+-- Profile records (SPEC 8.5): one row per person; a merged record's row is gone.
+
+-- name: record_of
+-- A person's record found by their userId or by any of their devices (anonymousIds),
+-- with its groups and properties.
+select id, user_id, anonymous_ids, groups, properties, invalid, created_at, updated_at
+from profile_records
+where id = %(who)s or id = 'anon:' || %(who)s or anonymous_ids @> array[%(who)s::text];
+
+-- name: record_properties
+-- A record's properties one per row, each with its type in JSON and why a value was left out.
+select p.key as property, p.value, jsonb_typeof(p.value) as json_type, invalid ->> p.key as invalid
+from profile_records, jsonb_each(properties) as p
+where id = %(id)s
+union all
+select i.key, null, null, i.value
+from profile_records, jsonb_each_text(invalid) as i
+where id = %(id)s and not properties ? i.key
+order by property;
+
+-- name: top_records_by_property
+-- The records with the highest numeric value of a property (ltv, purchases, ...).
+select id, user_id, (properties ->> %(property)s)::numeric as value
+from profile_records
+where jsonb_typeof(properties -> %(property)s) = 'number'
+order by value desc, id
+limit %(limit)s;
+
+-- name: record_counts
+-- How many records there are, how many identified and how many still anonymous, and how
+-- many devices the identified ones hold.
+select
+    count(*) as records,
+    count(user_id) as identified,
+    count(*) - count(user_id) as anonymous,
+    coalesce(sum(cardinality(anonymous_ids)) filter (where user_id is not null), 0) as devices
+from profile_records;
+
+-- name: property_problems
+-- For each property, how many records have a value left out for not fitting its type.
+select i.key as property, count(*) as records, min(i.value) as example
+from profile_records, jsonb_each_text(invalid) as i
+group by i.key
+order by records desc, property;

@@ -7,7 +7,7 @@ transaction logic around it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -39,13 +39,97 @@ DOCUMENT = Column("document", "jsonb", expression="d::jsonb")
 
 
 @dataclass(frozen=True)
+class Index:
+    """A secondary index: `create index if not exists <table>_<suffix> on <table> <method>`."""
+
+    suffix: str
+    method: str
+
+
+@dataclass(frozen=True)
 class Shape:
-    """How a collection's documents become rows: columns and key."""
+    """How a collection's documents become rows: columns and key.
+
+    A deleted document (a tombstone: a record without a value) removes its row in a keyed
+    shape; a shape with its own `statement` decides itself, and the others have none.
+    """
 
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     keyed: bool = False
     """Whether a column needs the record key (`k`); Postgres then gets the keys as well."""
+    statement: Callable[[sql.Identifier, sql.Identifier, Shape], sql.Composed] | None = None
+    """Builds the write instead of `upsert`, with the same parameters."""
+    indexes: tuple[Index, ...] = ()
+
+
+def _text_array(field: str) -> str:
+    return f"array(select jsonb_array_elements_text(d -> '{field}'))"
+
+
+def _records(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
+    """profile/records: `upsert`, and a merged record's row goes in the same statement.
+
+    An identified record's row lists the devices merged into it (`anonymous_ids`); writing it
+    deletes their `anon:` rows, and an `anon:` row is not written when another row, here or in
+    this write, already lists its device: records topics are read partition by partition, so
+    an anonymous record's last document may come after the survivor that absorbed it. The
+    tombstones the merge leaves in the topic are therefore not needed here: records never
+    split, so every merged device is listed by its survivor.
+    """
+    names = [column.name for column in shape.columns]
+    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    computed = sql.SQL(", ").join(
+        sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
+        for column in shape.columns
+    )
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n != "id"
+    )
+    return sql.SQL(
+        "with rows as ("
+        "select distinct on (id) {columns} from ("
+        "select {computed}, n from jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
+        " where (select coalesce(max(next_offset), -1) from {checkpoints}"
+        " where materialization = %s and topic = %s and partition = %s) < %s"
+        ") as r order by id, n desc"
+        "), merged as ("
+        "delete from {table} as t using rows, unnest(rows.anonymous_ids) as a(device)"
+        " where rows.user_id is not null and t.id = 'anon:' || a.device"
+        ")"
+        " insert into {table} ({columns}) select {columns} from rows"
+        " where rows.user_id is not null or not exists ("
+        "select 1 from {table} as t where t.anonymous_ids @> rows.anonymous_ids"
+        " and t.id <> rows.id"
+        " union all select 1 from rows as o where o.anonymous_ids @> rows.anonymous_ids"
+        " and o.id <> rows.id)"
+        " on conflict (id) do update set {updates}"
+    ).format(
+        table=table,
+        columns=columns,
+        computed=computed,
+        checkpoints=checkpoints,
+        updates=updates,
+    )
+
+
+RECORDS = Shape(
+    columns=(
+        Column("id", "text", ("id",)),
+        Column("user_id", "text", ("userId",)),
+        Column("anonymous_ids", "text[]", expression=_text_array("anonymousIds")),
+        Column("properties", "jsonb", ("properties",)),
+        Column("invalid", "jsonb", ("invalid",)),
+        Column("groups", "text[]", expression=_text_array("groups")),
+        Column("created_at", "timestamptz", ("createdAt",)),
+        Column("updated_at", "timestamptz", ("updatedAt",)),
+        DOCUMENT,
+    ),
+    key=("id",),
+    statement=_records,
+    indexes=(Index("anonymous_ids", "using gin (anonymous_ids)"),),
+)
+"""profile/records (SPEC 8.5): an anonymous record's `anonymous_ids` is its one device."""
 
 
 # Timestamps go to Postgres as the documents' RFC 3339 text; it parses the offsets itself.
@@ -85,7 +169,9 @@ SHAPES: Mapping[str, Shape] = {
         ),
         key=("event",),
     ),
+    "profile/records": RECORDS,
 }
+
 
 GENERIC = Shape(
     columns=(Column("key", "text", expression="k"), DOCUMENT),
@@ -107,16 +193,26 @@ def table_name(binding: BindingSpec) -> str:
     return binding.table
 
 
-def create(table: sql.Identifier, shape: Shape) -> sql.Composed:
-    """`create table if not exists` for a shape, keyed by its row key."""
-    # Types come from SHAPES (constants), never from input, so sql.SQL on them is safe.
+def create(schema: str, name: str, shape: Shape) -> list[sql.Composed]:
+    """`create table if not exists` for a shape, keyed by its row key, and its indexes."""
+    # Types and index methods come from SHAPES (constants), never from input.
+    table = sql.Identifier(schema, name)
     columns = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind)) for c in shape.columns
     ]
     key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
-    return sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
-        table, sql.SQL(", ").join(columns), key
-    )
+    statements = [
+        sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
+            table, sql.SQL(", ").join(columns), key
+        )
+    ]
+    for index in shape.indexes:
+        statements.append(
+            sql.SQL("create index if not exists {} on {} {}").format(
+                sql.Identifier(f"{name}_{index.suffix}"), table, sql.SQL(index.method)
+            )
+        )
+    return statements
 
 
 def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
@@ -125,8 +221,10 @@ def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> 
     skipped whole when the partition's checkpoint is at or past the given end.
 
     Parameters: the documents (keyed: keys, documents), then materialization, topic, partition,
-    end.
+    end. In a keyed shape a null document (a tombstone) deletes the key's row instead.
     """
+    if shape.statement is not None:
+        return shape.statement(table, checkpoints, shape)
     names = [column.name for column in shape.columns]
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
     computed = sql.SQL(", ").join(
@@ -142,13 +240,36 @@ def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> 
     updates = sql.SQL(", ").join(
         sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n not in shape.key
     )
-    return sql.SQL(
-        "insert into {table} ({columns})"
-        " select distinct on ({key}) {columns} from ("
-        "select {computed}, n from {source}"
+    guard = sql.SQL(
         " where (select coalesce(max(next_offset), -1) from {checkpoints}"
         " where materialization = %s and topic = %s and partition = %s) < %s"
-        ") as rows order by {key}, n desc"
+    ).format(checkpoints=checkpoints)
+    if not shape.keyed:
+        return sql.SQL(
+            "insert into {table} ({columns})"
+            " select distinct on ({key}) {columns} from ("
+            "select {computed}, n from {source}{guard}"
+            ") as rows order by {key}, n desc"
+            " on conflict ({key}) do update set {updates}"
+        ).format(
+            table=table,
+            columns=columns,
+            key=key,
+            computed=computed,
+            source=source,
+            guard=guard,
+            updates=updates,
+        )
+    same = sql.SQL(" and ").join(
+        sql.SQL("t.{0} = rows.{0}").format(sql.Identifier(k)) for k in shape.key
+    )
+    return sql.SQL(
+        "with rows as ("
+        "select distinct on ({key}) {columns}, d is null as deleted from ("
+        "select {computed}, d, n from {source}{guard}"
+        ") as r order by {key}, n desc"
+        "), removed as (delete from {table} as t using rows where rows.deleted and {same})"
+        " insert into {table} ({columns}) select {columns} from rows where not rows.deleted"
         " on conflict ({key}) do update set {updates}"
     ).format(
         table=table,
@@ -156,6 +277,7 @@ def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> 
         key=key,
         computed=computed,
         source=source,
-        checkpoints=checkpoints,
+        guard=guard,
+        same=same,
         updates=updates,
     )

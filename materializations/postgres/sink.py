@@ -93,7 +93,8 @@ class PostgresSink(BatchingSink):
             if await cur.fetchone() is None:
                 await conn.execute(sql.SQL("create schema {}").format(sql.Identifier(self._schema)))
             for binding in self.spec.bindings:
-                await conn.execute(create(self._table(table_name(binding)), shape_of(binding)))
+                for statement in create(self._schema, table_name(binding), shape_of(binding)):
+                    await conn.execute(statement)
             await conn.execute(
                 sql.SQL(
                     "create table if not exists {} (materialization text, topic text,"
@@ -190,9 +191,12 @@ class PostgresSink(BatchingSink):
         source: tuple[Any, ...]
         try:
             if shape_of(binding).keyed:
-                source = ([_text(r.key) for r in records], [r.value.decode() for r in records])
+                source = ([_text(r.key) for r in records], [_document(r.value) for r in records])
             else:
-                source = ((b"[" + b",".join([r.value for r in records]) + b"]").decode(),)
+                # Tombstones: only a keyed shape deletes rows by key; a shape with its own
+                # statement handles deletions from the documents (profile/records).
+                values = [r.value for r in records if r.value is not None]
+                source = ((b"[" + b",".join(values) + b"]").decode(),)
         except (TypeError, AttributeError, UnicodeDecodeError) as exc:  # no value, not UTF-8
             raise Unreadable(str(exc)) from exc
         return (*source, self.spec.name, tp.topic, tp.partition, through[tp])
@@ -286,3 +290,8 @@ def _by_partition(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, lis
 
 def _text(key: bytes | None) -> str | None:
     return key.decode() if key is not None else None
+
+
+def _document(value: bytes | None) -> str | None:
+    """A record's document text; None for a tombstone (its row is deleted)."""
+    return value.decode() if value is not None else None

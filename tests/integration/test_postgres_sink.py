@@ -21,6 +21,7 @@ from psycopg import sql
 from materializations.postgres import DocumentError, PostgresSink, load_queries
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
 from tests.fixtures.records import Record
+from tests.integration.test_profile_records_sink import PROFILE_QUERIES
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +139,17 @@ SPEC_COLUMNS = {
         ("previous_event", "uuid"),
         ("document", "jsonb"),
     ],
+    "profile_records": [
+        ("id", "text"),
+        ("user_id", "text"),
+        ("anonymous_ids", "ARRAY"),
+        ("properties", "jsonb"),
+        ("invalid", "jsonb"),
+        ("groups", "ARRAY"),
+        ("created_at", "timestamp with time zone"),
+        ("updated_at", "timestamp with time zone"),
+        ("document", "jsonb"),
+    ],
     "segflow_checkpoints": [
         ("materialization", "text"),
         ("topic", "text"),
@@ -146,6 +158,7 @@ SPEC_COLUMNS = {
     ],
 }
 SPEC_KEYS = {
+    "profile_records": ["id"],
     "segment_memberships": ["vendor", "segment_name", "user_id"],
     "segment_profiles": ["user_id"],
     "segment_toggles": ["event"],
@@ -535,6 +548,7 @@ async def test_every_documented_query_answers_correctly(
         "active_segments_for_users",
         "recent_toggles",
         "segment_sizes",
+        *PROFILE_QUERIES,  # tests/integration/test_profile_records_sink.py
     }
 
     def at(day: int) -> datetime:

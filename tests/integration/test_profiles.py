@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from aiokafka import TopicPartition
 
@@ -72,6 +74,29 @@ async def records(namespace: Namespace) -> list[dict[str, object]]:
     return await current_documents(namespace.bootstrap, topic, spec)
 
 
+async def table(dsn: str, schema: str) -> list[dict[str, object]]:
+    """profile_records as the collection's documents, by id: every column checked against
+    the document it came from."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cursor = await conn.execute(
+            "select id, user_id, anonymous_ids, properties, invalid, groups, created_at,"
+            f" updated_at, document from {schema}.profile_records order by id"
+        )
+        rows = await cursor.fetchall()
+    documents = []
+    for id_, user_id, devices, properties, invalid, groups, created, updated, doc in rows:
+        assert id_ == doc["id"] and user_id == doc.get("userId")
+        assert devices == doc["anonymousIds"] and groups == doc["groups"]
+        assert properties == doc["properties"] and invalid == doc.get("invalid")
+        assert created == _instant(doc["createdAt"]) and updated == _instant(doc["updatedAt"])
+        documents.append(doc)
+    return documents
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _by_device(namespace: Namespace):  # type: ignore[no-untyped-def]
     """Partition like our producers: by the identity stage's shuffle key."""
     (stage,) = namespace.catalog.derivations_from(EVENTS)
@@ -80,12 +105,17 @@ def _by_device(namespace: Namespace):  # type: ignore[no-untyped-def]
     return lambda doc: partition_for(key(doc), partitions)
 
 
-async def test_records_merge_and_equal_the_reference(namespace: Namespace, tmp_path: Path) -> None:
+async def test_records_merge_and_equal_the_reference(
+    namespace: Namespace, tmp_path: Path, postgres: str, pg_schema: str
+) -> None:
     events = product_events(3000, seed=5)
-    worker = namespace.worker(tmp_path / "worker.log")
+    worker = namespace.worker(
+        tmp_path / "worker.log", SEGFLOW_POSTGRES=postgres, SEGFLOW_POSTGRES_SCHEMA=pg_schema
+    )
     try:
         await namespace.produce(EVENTS, events)  # keyed anyhow: the shuffle sorts them out
         await settled(namespace)
+        await namespace.checkpointed(postgres, pg_schema)
     finally:
         stop(worker)
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
@@ -93,18 +123,23 @@ async def test_records_merge_and_equal_the_reference(namespace: Namespace, tmp_p
     assert any(r["id"].startswith("anon:") for r in expected), "some visitors stay anonymous"
     assert sum(len(r["anonymousIds"]) > 1 for r in expected) > 20, "people on two devices"
     assert await records(namespace) == expected
+    assert await table(postgres, pg_schema) == expected
 
 
 @pytest.mark.parametrize("lose_local_state", [False, True], ids=["same-data-dir", "state-deleted"])
 async def test_sigkills_during_merges_leave_exact_records(
-    namespace: Namespace, tmp_path: Path, lose_local_state: bool
+    namespace: Namespace, tmp_path: Path, postgres: str, pg_schema: str, lose_local_state: bool
 ) -> None:
     """20k product events, ~30% anonymous, 20% of people on two devices; two SIGKILLs, after
     which the worker restarts on its local state or, without it, restores from the changelog."""
     events = product_events(20000, seed=17, people=3000)
     chunks = [events[i : i + 2500] for i in range(0, len(events), 2500)]
     log = tmp_path / "worker.log"
-    small = {"SEGFLOW_BATCH_MAX_RECORDS": "300"}  # many batches, so a kill lands inside one
+    small = {  # many batches, so a kill lands inside one
+        "SEGFLOW_BATCH_MAX_RECORDS": "300",
+        "SEGFLOW_POSTGRES": postgres,
+        "SEGFLOW_POSTGRES_SCHEMA": pg_schema,
+    }
     worker = namespace.worker(log, **small)
     kills = 0
     try:
@@ -120,6 +155,7 @@ async def test_sigkills_during_merges_leave_exact_records(
                     shutil.rmtree(namespace.data_dir / "state", ignore_errors=True)
                 worker = namespace.worker(log, **small)
         await settled(namespace)
+        await namespace.checkpointed(postgres, pg_schema)
     finally:
         stop(worker)
     assert kills == 2
@@ -129,3 +165,4 @@ async def test_sigkills_during_merges_leave_exact_records(
     anonymous = sum(1 for e in events if "userId" not in e)
     assert 0.2 < anonymous / len(events) < 0.4
     assert await records(namespace) == expected
+    assert await table(postgres, pg_schema) == expected, "merged rows deleted, none stale"

@@ -13,6 +13,10 @@
 6. 200 - `{"accepted": n}` once the broker acknowledged every document; 503 when it did not (some
    may have been written: retrying is safe, since a re-sent event id is a redelivery).
 
+Product events (the catalog's `profiles.events` collection, SPEC 8.1) without `occurredAt` get
+the receiving time (RFC 3339 UTC with milliseconds, `2026-12-02T14:00:00.123Z`), set once the
+whole request passed validation, so the documents written carry it.
+
 Hostile input is answered with a 4xx; a last-resort middleware turns anything unexpected into a
 logged 500 and counts it (`app[UNEXPECTED]`), which the fuzz test requires to stay zero.
 """
@@ -24,6 +28,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -92,6 +97,7 @@ class _Ingest:
             if name not in catalog.derivations
         }
         self.writers: dict[tuple[str, str], CollectionWriter] = {}
+        self.product_events = catalog.profiles.events if catalog.profiles is not None else None
 
     def writer(self, collection: str, producer_id: str) -> CollectionWriter:
         writer = self.writers.get((collection, producer_id))
@@ -181,6 +187,8 @@ class _Ingest:
         docs = self.check(collection, body)
         if isinstance(docs, web.Response):
             return docs
+        if collection == self.product_events:
+            _fill_occurred_at(docs, received_at())
         writer = self.writer(collection, auth.producer_id)
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -191,6 +199,17 @@ class _Ingest:
         except orjson.JSONEncodeError as exc:  # parsed, valid, yet not encodable: be safe
             return _error(400, f"a document cannot be encoded: {exc}")
         return _json(200, {"accepted": len(docs)})
+
+
+def received_at() -> str:
+    """Now as RFC 3339 UTC with milliseconds: `2026-12-02T14:00:00.123Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fill_occurred_at(docs: list[Any], now: str) -> None:
+    # After validation: every document is an object, and one that has `occurredAt` keeps it.
+    for doc in docs:
+        doc.setdefault("occurredAt", now)
 
 
 def _shorten(message: str) -> str:

@@ -51,10 +51,15 @@ order by vendor, segment_name;
 
 -- name: record_of
 -- A person's record found by their userId or by any of their devices (anonymousIds),
--- with its groups and properties.
+-- with its groups and properties. profile_records_devices maps every device of an
+-- identified person to their record.
 select id, user_id, anonymous_ids, groups, properties, invalid, created_at, updated_at
 from profile_records
-where id = %(who)s or id = 'anon:' || %(who)s or anonymous_ids @> array[%(who)s::text];
+where id in (
+    %(who)s,
+    'anon:' || %(who)s,
+    (select record_id from profile_records_devices where device = %(who)s)
+);
 
 -- name: record_properties
 -- A record's properties one per row, each with its type in JSON and why a value was left out.

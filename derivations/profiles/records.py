@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .aggregates import Aggregate, Order, State, make_order
@@ -37,15 +37,35 @@ def order_of(event: Mapping[str, Any], arrival_ms: int) -> Order:
     return make_order(instant, [arrival_ms, event["id"]])
 
 
+_TYPES_KEPT = 1000
+"""Event types whose properties are remembered (`Records.taking`); others are looked up."""
+
+
 @dataclass(frozen=True)
 class Records:
     """The record logic of one checked `profiles:` spec."""
 
     properties: Mapping[str, EventProperty]
+    _taking: dict[Any, tuple[tuple[str, EventProperty], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, spec: ProfilesSpec) -> Records:
         return cls(compile_properties(spec))
+
+    def taking(self, kind: Any) -> tuple[tuple[str, EventProperty], ...]:
+        """The properties an event of type `kind` may contribute to (those of every type too)."""
+        found = self._taking.get(kind)
+        if found is None:
+            found = tuple(
+                (name, prop)
+                for name, prop in self.properties.items()
+                if prop.events is None or kind in prop.events
+            )
+            if len(self._taking) < _TYPES_KEPT:
+                self._taking[kind] = found
+        return found
 
     def empty(self) -> Record:
         return {"p": {}, "a": [], "c": {}, "u": {}}
@@ -56,7 +76,7 @@ class Records:
         """`state` with one event added (`anonymous_id`: the device it links, if any)."""
         order = order_of(event, arrival_ms)
         aggregates = dict(state["p"])
-        for name, prop in self.properties.items():
+        for name, prop in self.taking(event.get("type")):
             before = aggregates.get(name)
             after = prop.add(before if before is not None else {}, event, order)
             if after is not before and after:

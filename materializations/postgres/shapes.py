@@ -39,14 +39,6 @@ DOCUMENT = Column("document", "jsonb", expression="d::jsonb")
 
 
 @dataclass(frozen=True)
-class Index:
-    """A secondary index: `create index if not exists <table>_<suffix> on <table> <method>`."""
-
-    suffix: str
-    method: str
-
-
-@dataclass(frozen=True)
 class Shape:
     """How a collection's documents become rows: columns and key.
 
@@ -58,24 +50,39 @@ class Shape:
     key: tuple[str, ...]
     keyed: bool = False
     """Whether a column needs the record key (`k`); Postgres then gets the keys as well."""
-    statement: Callable[[sql.Identifier, sql.Identifier, Shape], sql.Composed] | None = None
-    """Builds the write instead of `upsert`, with the same parameters."""
-    indexes: tuple[Index, ...] = ()
+    statement: Callable[[str, str, sql.Identifier, Shape], sql.Composed] | None = None
+    """Builds the write instead of `upsert`, from the same arguments, with the same
+    parameters."""
+    companions: Callable[[str, str], list[sql.Composed]] | None = None
+    """Creates, given the schema and table name, what `statement` needs besides the table."""
 
 
 def _text_array(field: str) -> str:
     return f"array(select jsonb_array_elements_text(d -> '{field}'))"
 
 
-def _records(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
+def _devices(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, f"{name}_devices")
+
+
+def _records_companions(schema: str, name: str) -> list[sql.Composed]:
+    return [
+        sql.SQL(
+            "create table if not exists {} (device text primary key, record_id text not null)"
+        ).format(_devices(schema, name))
+    ]
+
+
+def _records(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
     """profile/records: `upsert`, and a merged record's row goes in the same statement.
 
-    An identified record's row lists the devices merged into it (`anonymous_ids`); writing it
-    deletes their `anon:` rows, and an `anon:` row is not written when another row, here or in
-    this write, already lists its device: records topics are read partition by partition, so
-    an anonymous record's last document may come after the survivor that absorbed it. The
-    tombstones the merge leaves in the topic are therefore not needed here: records never
-    split, so every merged device is listed by its survivor.
+    `<table>_devices` maps each device (anonymousId) of an identified person to their record;
+    devices never move (the merge guard). Writing an identified record adds its new devices
+    and deletes their `anon:` rows; an `anon:` row is not written when its device is linked,
+    before or in this statement: records topics are read partition by partition, so an
+    anonymous record's last document may come after the survivor that absorbed it. The
+    tombstones a merge leaves in the topic are therefore not needed here: records never
+    split, so every merged device is listed by its survivor. Every lookup is by primary key.
     """
     names = [column.name for column in shape.columns]
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
@@ -93,19 +100,22 @@ def _records(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -
         " where (select coalesce(max(next_offset), -1) from {checkpoints}"
         " where materialization = %s and topic = %s and partition = %s) < %s"
         ") as r order by id, n desc"
+        "), linked as ("
+        "insert into {devices} (device, record_id)"
+        " select a.device, rows.id from rows, unnest(rows.anonymous_ids) as a(device)"
+        " where rows.user_id is not null"
+        " on conflict (device) do nothing returning device"
         "), merged as ("
-        "delete from {table} as t using rows, unnest(rows.anonymous_ids) as a(device)"
-        " where rows.user_id is not null and t.id = 'anon:' || a.device"
+        "delete from {table} where id = any(array(select 'anon:' || device from linked))"
         ")"
         " insert into {table} ({columns}) select {columns} from rows"
-        " where rows.user_id is not null or not exists ("
-        "select 1 from {table} as t where t.anonymous_ids @> rows.anonymous_ids"
-        " and t.id <> rows.id"
-        " union all select 1 from rows as o where o.anonymous_ids @> rows.anonymous_ids"
-        " and o.id <> rows.id)"
+        " where rows.user_id is not null or ("
+        "rows.anonymous_ids[1] not in (select device from linked) and not exists ("
+        "select 1 from {devices} as l where l.device = rows.anonymous_ids[1]))"
         " on conflict (id) do update set {updates}"
     ).format(
-        table=table,
+        table=sql.Identifier(schema, name),
+        devices=_devices(schema, name),
         columns=columns,
         computed=computed,
         checkpoints=checkpoints,
@@ -127,7 +137,7 @@ RECORDS = Shape(
     ),
     key=("id",),
     statement=_records,
-    indexes=(Index("anonymous_ids", "using gin (anonymous_ids)"),),
+    companions=_records_companions,
 )
 """profile/records (SPEC 8.5): an anonymous record's `anonymous_ids` is its one device."""
 
@@ -194,8 +204,8 @@ def table_name(binding: BindingSpec) -> str:
 
 
 def create(schema: str, name: str, shape: Shape) -> list[sql.Composed]:
-    """`create table if not exists` for a shape, keyed by its row key, and its indexes."""
-    # Types and index methods come from SHAPES (constants), never from input.
+    """`create table if not exists` for a shape, keyed by its row key, and its companions."""
+    # Types come from SHAPES (constants), never from input, so sql.SQL on them is safe.
     table = sql.Identifier(schema, name)
     columns = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.kind)) for c in shape.columns
@@ -206,16 +216,12 @@ def create(schema: str, name: str, shape: Shape) -> list[sql.Composed]:
             table, sql.SQL(", ").join(columns), key
         )
     ]
-    for index in shape.indexes:
-        statements.append(
-            sql.SQL("create index if not exists {} on {} {}").format(
-                sql.Identifier(f"{name}_{index.suffix}"), table, sql.SQL(index.method)
-            )
-        )
+    if shape.companions is not None:
+        statements += shape.companions(schema, name)
     return statements
 
 
-def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
+def upsert(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) -> sql.Composed:
     """One partition's documents into `table`: rows computed by Postgres from a JSON array (or,
     for a keyed shape, arrays of record keys and documents), the last one per row key kept,
     skipped whole when the partition's checkpoint is at or past the given end.
@@ -224,7 +230,8 @@ def upsert(table: sql.Identifier, checkpoints: sql.Identifier, shape: Shape) -> 
     end. In a keyed shape a null document (a tombstone) deletes the key's row instead.
     """
     if shape.statement is not None:
-        return shape.statement(table, checkpoints, shape)
+        return shape.statement(schema, name, checkpoints, shape)
+    table = sql.Identifier(schema, name)
     names = [column.name for column in shape.columns]
     columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
     computed = sql.SQL(", ").join(

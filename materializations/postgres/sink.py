@@ -175,7 +175,7 @@ class PostgresSink(BatchingSink):
         statement = self._upserts.get(binding)
         if statement is None:
             statement = self._upserts[binding] = upsert(
-                self._table(table_name(binding)), self._table(CHECKPOINTS), shape_of(binding)
+                self._schema, table_name(binding), self._table(CHECKPOINTS), shape_of(binding)
             )
         return statement
 

@@ -94,7 +94,7 @@ def test_malformed_test_file_is_named_with_its_test_and_step(
 def test_catalog_check(tmp_path: Path) -> None:
     ok = segflow("catalog", "check")
     assert ok.returncode == 0, ok.stderr
-    assert "catalog ok: 6 collections, 3 derivations, 2 materializations" in ok.stdout
+    assert "catalog ok: 6 collections, 3 derivations, 3 materializations" in ok.stdout
     assert "profiles: 13 properties, 0 groups (profile/events -> profile/records)" in ok.stdout
     broken = tmp_path / "catalog"
     broken.mkdir()

@@ -86,7 +86,12 @@ async def test_health_and_metrics_match_the_work_done(
     assert health["status"] == "ok"
     # 4 partitions of each derivation source: segment/events and the two profile stages'
     assert len(health["partitions"]) == 4 * 3
-    assert set(health["loops"]) == {"derive", "materialize.postgres", "materialize.webhook"}
+    assert set(health["loops"]) == {
+        "derive",
+        "materialize.postgres",
+        "materialize.profile-records",
+        "materialize.webhook",
+    }
 
     distinct = len({e["event"] for e in events})
     assert one(samples, "segflow_events_in_total") == len(events) + len(bad)
@@ -100,7 +105,12 @@ async def test_health_and_metrics_match_the_work_done(
     # Everything is processed and written: every loop is at the end of every partition.
     lag = samples["segflow_consumer_lag"]
     loops = {dict(labels)["loop"] for labels in lag}
-    assert loops == {"derive", "materialize.postgres", "materialize.webhook"}
+    assert loops == {
+        "derive",
+        "materialize.postgres",
+        "materialize.profile-records",
+        "materialize.webhook",
+    }
     assert set(lag.values()) == {0.0}
     pg = {"materialization": "postgres"}
     assert one(samples, "segflow_postgres_write_rows_sum", **pg) >= rows

@@ -139,17 +139,6 @@ SPEC_COLUMNS = {
         ("previous_event", "uuid"),
         ("document", "jsonb"),
     ],
-    "profile_records": [
-        ("id", "text"),
-        ("user_id", "text"),
-        ("anonymous_ids", "ARRAY"),
-        ("properties", "jsonb"),
-        ("invalid", "jsonb"),
-        ("groups", "ARRAY"),
-        ("created_at", "timestamp with time zone"),
-        ("updated_at", "timestamp with time zone"),
-        ("document", "jsonb"),
-    ],
     "segflow_checkpoints": [
         ("materialization", "text"),
         ("topic", "text"),
@@ -158,7 +147,6 @@ SPEC_COLUMNS = {
     ],
 }
 SPEC_KEYS = {
-    "profile_records": ["id"],
     "segment_memberships": ["vendor", "segment_name", "user_id"],
     "segment_profiles": ["user_id"],
     "segment_toggles": ["event"],

@@ -57,7 +57,7 @@ def at(partition: int, offset: int, doc: dict[str, Any] | str) -> Record:
 
 
 def make_sink(catalog: Catalog, dsn: str, schema: str, *bindings: BindingSpec) -> PostgresSink:
-    spec = catalog.materializations["postgres"]
+    spec = catalog.materializations["profile-records"]
     spec = type(spec)(
         spec.name, spec.kind, {"dsn": dsn, "schema": schema}, bindings or (RECORDS,), True
     )
@@ -68,6 +68,42 @@ def table(dsn: str, schema: str, name: str = "profile_records") -> list[Any]:
     with psycopg.connect(dsn) as conn:
         query = sql.SQL("select document from {} order by 1").format(sql.Identifier(schema, name))
         return [row[0] for row in conn.execute(query).fetchall()]
+
+
+async def test_the_table_has_the_spec_columns(
+    catalog: Catalog, postgres: str, pg_schema: str
+) -> None:
+    async with make_sink(catalog, postgres, pg_schema):
+        pass
+    with psycopg.connect(postgres) as conn:
+        columns = conn.execute(
+            "select table_name, column_name, data_type from information_schema.columns"
+            " where table_schema = %s order by table_name, ordinal_position",
+            (pg_schema,),
+        ).fetchall()
+        keys = conn.execute(
+            "select k.table_name, k.column_name from information_schema.table_constraints c"
+            " join information_schema.key_column_usage k using (constraint_schema, constraint_name)"
+            " where c.constraint_type = 'PRIMARY KEY' and c.table_schema = %s"
+            " order by k.table_name, k.ordinal_position",
+            (pg_schema,),
+        ).fetchall()
+    assert [(c, k) for t, c, k in columns if t == "profile_records"] == [
+        ("id", "text"),
+        ("user_id", "text"),
+        ("anonymous_ids", "ARRAY"),
+        ("properties", "jsonb"),
+        ("invalid", "jsonb"),
+        ("groups", "ARRAY"),
+        ("created_at", "timestamp with time zone"),
+        ("updated_at", "timestamp with time zone"),
+        ("document", "jsonb"),
+    ]
+    assert [(c, k) for t, c, k in columns if t == "profile_records_devices"] == [
+        ("device", "text"),
+        ("record_id", "text"),
+    ]
+    assert ("profile_records", "id") in keys and ("profile_records_devices", "device") in keys
 
 
 async def test_columns_are_the_documents(catalog: Catalog, postgres: str, pg_schema: str) -> None:

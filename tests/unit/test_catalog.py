@@ -78,6 +78,15 @@ def test_shipped_catalog_loads_with_defaults() -> None:
         ("segment/profiles", "segment_profiles"),
         ("segment/toggles", "segment_toggles"),
     ]
+    records = catalog.materializations["profile-records"]
+    assert (records.kind, records.enabled, dict(records.config)) == (
+        "postgres",
+        False,
+        {"dsn": "", "schema": "public"},
+    )
+    assert [(b.source, b.table) for b in records.bindings] == [
+        ("profile/records", "profile_records")
+    ]
     webhook = catalog.materializations["webhook"]
     assert (webhook.kind, webhook.enabled) == ("webhook", False)
     assert [(b.source, b.table) for b in webhook.bindings] == [("segment/toggles", None)]

@@ -155,3 +155,62 @@ def test_keys_through_the_command(postgres: str, pg_schema: str) -> None:
     wrong = segflow("keys", "create", "--name", "x", "--collections", "segment/evnts", env=env)
     assert wrong.returncode == 2 and "segment/evnts" in wrong.stderr
     assert segflow("keys", "revoke", "shop", env=env).returncode == 0
+
+
+SHOP_CATALOG = """\
+collections:
+  profile/events:
+    schema: {schemas}/profile-event.schema.yaml
+    key: [/id]
+    partitions: 2
+  profile/records:
+    schema: {schemas}/profile-record.schema.yaml
+    key: [/id]
+    partitions: 2
+profiles:
+  events: profile/events
+  records: profile/records
+  properties:
+    spend: {{type: float, from: {{events: [order], path: /data/amount, aggregate: sum}}}}
+    orders: {{type: integer, from: {{events: [order], aggregate: count}}}}
+    plan: {{type: string, from: {{events: [subscribe], path: /data/plan, aggregate: latest}}}}
+"""
+SHOP_TEST = """\
+tests:
+  "a shop's own properties":
+    - ingest:
+        collection: profile/events
+        documents:
+          - {id: 10000000-0000-0000-0000-000000000001, type: order, anonymousId: d1,
+             occurredAt: "2024-05-01T10:00:00Z", data: {amount: 12.5}}
+          - {id: 10000000-0000-0000-0000-000000000002, type: subscribe, userId: u1,
+             anonymousId: d1, occurredAt: "2024-05-01T10:01:00Z", data: {plan: pro}}
+          - {id: 10000000-0000-0000-0000-000000000003, type: order, userId: u1,
+             occurredAt: "2024-05-01T10:02:00Z", data: {amount: "7.5"}}
+    - verify:
+        collection: profile/records
+        documents:
+          - {id: u1, anonymousIds: [d1], properties: {SPEND, orders: 2, plan: pro}}
+"""
+
+
+def test_a_test_file_runs_against_another_catalog(tmp_path: Path) -> None:
+    """`segflow --catalog DIR test FILE` (SPEC 8.7): the catalog's own properties decide."""
+    catalog = tmp_path / "shop"
+    catalog.mkdir()
+    (catalog / "shop.yaml").write_text(SHOP_CATALOG.format(schemas=ROOT / "schemas"))
+    good, wrong = tmp_path / "shop.flow.yaml", tmp_path / "wrong.flow.yaml"
+    good.write_text(SHOP_TEST.replace("SPEND", "spend: 20.0"))
+    wrong.write_text(SHOP_TEST.replace("SPEND", "spend: 12.5"))
+
+    passed = segflow("--catalog", str(catalog), "test", str(good))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert passed.stdout.strip().endswith("1 passed, 0 failed"), passed.stdout
+
+    failed = segflow("--catalog", str(catalog), "test", str(wrong))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "/properties/spend: expected 12.5, got 20.0" in failed.stdout, failed.stdout
+
+    # The shipped catalog has none of these properties: the same file fails against it.
+    shipped = segflow("test", str(good))
+    assert shipped.returncode == 1, shipped.stdout + shipped.stderr

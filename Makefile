@@ -44,7 +44,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## Segflow vs naive Faust vs Quix Streams (BIG=1: 1M events); writes docs/benchmarks.md
+bench: $(BENCH_STAMP) ## profile layer, then Segflow vs naive Faust vs Quix Streams (BIG=1: 1M events); writes docs/benchmarks.md
+	$(BIN)/python -m bench.profiles
 	$(BIN)/python -m bench.run $(if $(BIG),--big,)
 
 clean: ## remove the virtual environment and local data

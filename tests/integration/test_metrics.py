@@ -105,12 +105,8 @@ async def test_health_and_metrics_match_the_work_done(
     # Everything is processed and written: every loop is at the end of every partition.
     lag = samples["segflow_consumer_lag"]
     loops = {dict(labels)["loop"] for labels in lag}
-    assert loops == {
-        "derive",
-        "materialize.postgres",
-        "materialize.profile-records",
-        "materialize.webhook",
-    }
+    # profile-records reads an empty topic here (segment events only): no lag figure yet.
+    assert loops == {"derive", "materialize.postgres", "materialize.webhook"}
     assert set(lag.values()) == {0.0}
     pg = {"materialization": "postgres"}
     assert one(samples, "segflow_postgres_write_rows_sum", **pg) >= rows

@@ -34,6 +34,7 @@ from pipeline.catalog import load_catalog
 from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
 from pipeline.producers.ingest import source_collection
+from pipeline.producers.product_events import ProductEventGenerator, ProductMix
 from pipeline.producers.progress import Progress
 from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
@@ -128,6 +129,10 @@ class EventGenerator:
 
     def take(self, n: int) -> list[Event]:
         return list(itertools.islice(self, n))
+
+    def sample(self) -> Event:
+        """One event of this mix (to check a collection takes them)."""
+        return EventGenerator(self.mix, seed=0).take(1)[0]
 
     def _segment(self) -> int:
         """A Zipf-distributed segment index: O(log n) over precomputed cumulative weights."""
@@ -236,7 +241,10 @@ async def pace(
 
 
 async def _generate(
-    args: argparse.Namespace, settings: Settings, events: EventGenerator, progress: Progress
+    args: argparse.Namespace,
+    settings: Settings,
+    events: EventGenerator | ProductEventGenerator,
+    progress: Progress,
 ) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -262,9 +270,10 @@ async def _generate(
             return await run(StdoutSink())
         catalog = load_catalog(settings.catalog)
         spec = source_collection(catalog, args.collection)
-        if problems := Validator(spec.schema).errors(EventGenerator(events.mix, seed=0).take(1)[0]):
+        if problems := Validator(spec.schema).errors(events.sample()):
+            kind = "product" if isinstance(events, ProductEventGenerator) else "segmentation"
             raise SegflowError(
-                f"collection {spec.name!r} does not take segmentation events: {problems[0]}"
+                f"collection {spec.name!r} does not take {kind} events: {problems[0]}"
             )
         if not settings.broker:
             raise SegflowError(
@@ -285,6 +294,18 @@ async def _generate(
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.collection is None:
+        args.collection = "profile/events" if args.profiles else "segment/events"
+    if args.profiles:
+        products = ProductMix(
+            users=args.users,
+            devices_ratio=args.devices_ratio,
+            anonymous_ratio=args.anonymous_ratio,
+            repeat_ratio=args.repeat_ratio,
+        )
+        return _send(
+            args, settings, ProductEventGenerator(products, seed=args.seed, rate=args.rate)
+        )
     mix = Mix(
         segments=args.segments,
         users=args.users,
@@ -295,7 +316,12 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         value_ratio=args.value_ratio,
         timezones=args.timezones,
     )
-    events = EventGenerator(mix, seed=args.seed, rate=args.rate)
+    return _send(args, settings, EventGenerator(mix, seed=args.seed, rate=args.rate))
+
+
+def _send(
+    args: argparse.Namespace, settings: Settings, events: EventGenerator | ProductEventGenerator
+) -> int:
     progress = Progress(sys.stderr, unit="events")
     try:
         sent = asyncio.run(_generate(args, settings, events, progress))
@@ -338,7 +364,12 @@ def _ratio(text: str) -> float:
 def add_generate_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `generate` to the `segflow` command."""
     p = subparsers.add_parser(
-        "generate", help="produce realistic segmentation events (Ctrl-C stops)"
+        "generate", help="produce realistic segmentation (or product) events (Ctrl-C stops)"
+    )
+    p.add_argument(
+        "--profiles",
+        action="store_true",
+        help="product events (page views, sign-ins linking devices, purchases) for profiles",
     )
     p.add_argument("--rate", type=_non_negative, default=100.0, help="events/s (0: at once)")
     until = p.add_mutually_exclusive_group()
@@ -354,5 +385,11 @@ def add_generate_parser(subparsers: argparse._SubParsersAction[argparse.Argument
     p.add_argument("--value-ratio", type=_ratio, default=0.5, help="share of adds with a value")
     p.add_argument("--timezones", action="store_true", help="some timestamps with offsets")
     p.add_argument("--stdout", action="store_true", help="JSON lines to stdout, not the broker")
-    p.add_argument("--collection", default="segment/events", help="where to send the events")
+    p.add_argument(
+        "--devices-ratio", type=_ratio, default=0.2, help="--profiles: people on 2-3 devices"
+    )
+    p.add_argument(
+        "--anonymous-ratio", type=_ratio, default=0.1, help="--profiles: visitors never signing in"
+    )
+    p.add_argument("--collection", help="where to send the events (segment/events; profile/events)")
     p.set_defaults(func=cmd_generate)

@@ -78,3 +78,15 @@ async def test_bad_documents_from_kafka_become_dead_letters(
         assert found[doc["id"]].startswith(message), (message, found[doc["id"]])
     ids = [r["id"] for r in await current_records(namespace)]
     assert ids == ["42", "anon:dev-1", "u2"]
+
+
+async def test_generate_profiles_to_the_broker(namespace: Namespace) -> None:
+    result = segflow(
+        "generate", "--profiles", "--count", "2000", "--seed", "1", "--rate", "0",
+        env=namespace.env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "sent 2000 event(s) to profile/events" in result.stderr
+    sent = [orjson.loads(r.value) for r in await records(namespace, EVENTS)]
+    assert len(sent) == len({e["id"] for e in sent}) == 2000
+    assert {"signin", "pageview", "purchase"} <= {e["type"] for e in sent}

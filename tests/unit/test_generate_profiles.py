@@ -1,0 +1,56 @@
+"""`segflow generate --profiles`: valid, reproducible product events that link devices."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from pipeline.catalog import load_catalog
+from pipeline.documents.validation import Validator
+from pipeline.producers.product_events import ProductEventGenerator, ProductMix
+from tests.fixtures.profiles import reference_records
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG = load_catalog(ROOT / "catalog", env={})
+
+
+def test_every_event_is_valid_and_seeds_repeat() -> None:
+    events = ProductEventGenerator(ProductMix(users=300), seed=7).take(5000)
+    validator = Validator(CATALOG.collections["profile/events"].schema)
+    assert [e for e in events if validator.errors(e)] == []
+    assert events == ProductEventGenerator(ProductMix(users=300), seed=7).take(5000)
+    assert events != ProductEventGenerator(ProductMix(users=300), seed=8).take(5000)
+    assert len({e["id"] for e in events}) == len(events)
+    stamps = [e["occurredAt"] for e in events]
+    assert stamps == sorted(stamps)
+
+
+def test_devices_link_to_one_person_and_some_people_have_several() -> None:
+    events = ProductEventGenerator(ProductMix(users=500), seed=1).take(20_000)
+    owners: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if "userId" in e and "anonymousId" in e:
+            owners[e["anonymousId"]].add(e["userId"])
+    assert all(len(users) == 1 for users in owners.values())
+    devices: dict[str, set[str]] = defaultdict(set)
+    for device, (user,) in owners.items():
+        devices[user].add(device)
+    several = sum(len(d) > 1 for d in devices.values()) / len(devices)
+    assert 0.1 < several < 0.3, several  # devices_ratio 0.2, less the devices not yet signed in
+    kinds = Counter(e["type"] for e in events)
+    assert {"pageview", "signin", "identify", "addToCart", "purchase"} <= set(kinds)
+    anonymous = sum("userId" not in e for e in events) / len(events)
+    assert 0.15 < anonymous < 0.5, anonymous
+    server = sum("anonymousId" not in e for e in events) / len(events)
+    assert 0.05 < server < 0.3, server
+
+
+def test_the_shipped_properties_get_values() -> None:
+    events = ProductEventGenerator(ProductMix(users=200), seed=3).take(8000)
+    records = reference_records(CATALOG, events)
+    identified = [r for r in records if "userId" in r]
+    filled = Counter(name for r in identified for name in r["properties"])
+    for name in CATALOG.profiles.properties if CATALOG.profiles else ():
+        assert filled[name] > 0, name
+    assert any("phone" in r.get("invalid", {}) for r in identified), "a few bad phone numbers"
+    assert any(r["id"].startswith("anon:") for r in records), "visitors who never sign in"

@@ -9,9 +9,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.producers.generate import BrokerSink, EventGenerator, Mix, pace
+from pipeline.producers.product_events import ProductEventGenerator, ProductMix
 from pipeline.producers.progress import Progress
 from pipeline.runtime.metrics import serve_metrics
 from pipeline.runtime.produce import CollectionWriter, make_producer
@@ -24,7 +29,9 @@ log = logging.getLogger("segflow.dev")
 
 
 async def feed(settings: Settings, catalog: Catalog, rate: float, stopping: asyncio.Event) -> None:
-    """Demo traffic like the demo's generator: few segments and users, so toggles come often."""
+    """Demo traffic like the demo's generator: few segments and users, so toggles come often;
+    and, with a profile layer in the catalog, product events at a third of the rate, from few
+    people, so records merge often."""
     assert settings.broker
     events = EventGenerator(
         Mix(segments=12, users=60, vendors=3, repeat_ratio=0.05, timezones=True), rate=rate
@@ -33,17 +40,25 @@ async def feed(settings: Settings, catalog: Catalog, rate: float, stopping: asyn
     await producer.start()
     try:
         names = Names(settings.topic_prefix)
-        writer = CollectionWriter(catalog, "segment/events", names, producer, "segflow-dev")
-        quiet = Progress(io.StringIO())
-        await pace(
-            events,
-            BrokerSink(writer),
-            rate=rate,
-            count=None,
-            duration=None,
-            stopping=stopping,
-            progress=quiet,
-        )
+
+        async def send(collection: str, events: Iterator[dict[str, Any]], rate: float) -> None:
+            writer = CollectionWriter(catalog, collection, names, producer, "segflow-dev")
+            quiet = Progress(io.StringIO())
+            await pace(
+                events,
+                BrokerSink(writer),
+                rate=rate,
+                count=None,
+                duration=None,
+                stopping=stopping,
+                progress=quiet,
+            )
+
+        feeds = [send("segment/events", events, rate)]
+        if catalog.profiles is not None:
+            products = ProductEventGenerator(ProductMix(users=120, repeat_ratio=0.02), rate=rate)
+            feeds.append(send(catalog.profiles.events, products, rate / 3))
+        await asyncio.gather(*feeds)
     finally:
         await producer.stop()
 
@@ -55,18 +70,50 @@ async def api(settings: Settings, port: int) -> None:
 
     assert settings.postgres
     name = f"dev-{int(time.time())}"
-    key = await create_key(settings.postgres, settings.postgres_schema, name, ["segment/events"])
+    key = await create_key(
+        settings.postgres, settings.postgres_schema, name, ["segment/events", "profile/events"]
+    )
     event = (
         '{"event": "6f1c2d3e-4b5a-4c6d-8e7f-001122334455", "timestamp": '
         '"2024-05-01T12:00:00Z", "user": "you", "segment": {"vendor": 1, "name": "seg-0"}}'
     )
+    product = (
+        '{"id": "6f1c2d3e-4b5a-4c6d-8e7f-001122334466", "type": "purchase", "userId": "you", '
+        '"data": {"total": 42.5}}'
+    )
     print(
         f"ingestion API on http://127.0.0.1:{port}/ingest/segment/events, key {name!r}:\n"
         f"  curl -H 'Authorization: Bearer {key}' -d '{event}' "
-        f"http://127.0.0.1:{port}/ingest/segment/events",
+        f"http://127.0.0.1:{port}/ingest/segment/events\n"
+        f"  curl -H 'Authorization: Bearer {key}' -d '{product}' "
+        f"http://127.0.0.1:{port}/ingest/profile/events",
         flush=True,
     )
     await serve(settings, "127.0.0.1", port)
+
+
+async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
+    """What `profile_records` holds now: the records being built and merged."""
+    assert settings.postgres
+    table = f'"{settings.postgres_schema}".profile_records'
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.postgres) as conn:
+            cursor = await conn.execute(
+                "select count(*), count(user_id), coalesce(sum(cardinality(anonymous_ids))"
+                " filter (where user_id is not null), 0),"
+                " count(*) filter (where cardinality(anonymous_ids) > 1),"
+                f" coalesce(sum((properties ->> 'purchases')::int), 0) from {table}"
+            )
+            row = await cursor.fetchone()
+    except psycopg.Error as exc:  # not created yet, or Postgres busy: say so, keep going
+        return f"records: not readable yet ({type(exc).__name__})"
+    assert row is not None
+    records, identified, devices, several, purchases = row
+    return (
+        f"records {records} in profile_records ({identified} people with {devices} devices,"
+        f" {several} on several; {records - identified} anonymous), {purchases} purchases;"
+        f" merged {merged}, identity conflicts {conflicts}"
+    )
 
 
 async def _run(
@@ -104,6 +151,9 @@ async def _run(
                 f"{s.documents_out}, dead letters {s.dead_letters}",
                 flush=True,
             )
+            if catalog.profiles is not None and settings.postgres:
+                line = await records_line(settings, s.records_merged, s.identity_conflicts)
+                print(line, flush=True)
 
     side.append(asyncio.create_task(stats()))
     try:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import orjson
+import pytest
+
 from pipeline.catalog import load_catalog
 from pipeline.documents.validation import Validator
 from pipeline.producers.product_events import ProductEventGenerator, ProductMix
@@ -54,3 +57,37 @@ def test_the_shipped_properties_get_values() -> None:
         assert filled[name] > 0, name
     assert any("phone" in r.get("invalid", {}) for r in identified), "a few bad phone numbers"
     assert any(r["id"].startswith("anon:") for r in records), "visitors who never sign in"
+
+
+@pytest.mark.parametrize(("devices", "anonymous"), [(0.0, 0.0), (0.2, 0.1), (0.5, 0.3)])
+def test_shares_of_people_follow_the_ratios(devices: float, anonymous: float) -> None:
+    mix = ProductMix(users=400, devices_ratio=devices, anonymous_ratio=anonymous)
+    events = ProductEventGenerator(mix, seed=2).take(40_000)
+    linked: dict[str, set[str]] = defaultdict(set)  # userId -> its signed-in devices
+    seen: set[str] = set()  # every device
+    for e in events:
+        if "anonymousId" in e:
+            seen.add(e["anonymousId"])
+            if "userId" in e:
+                linked[e["userId"]].add(e["anonymousId"])
+    several = sum(len(d) > 1 for d in linked.values()) / len(linked)
+    assert several == pytest.approx(devices, abs=0.06)
+    signed_in = set().union(*linked.values())
+    # A person's devices are dev-<person>-<n>: a person who never signs in links none of them.
+    people = {d.rsplit("-", 1)[0] for d in seen}
+    never = {p for p in people if not any(d.rsplit("-", 1)[0] == p for d in signed_in)}
+    assert len(never) / len(people) == pytest.approx(anonymous, abs=0.05)
+
+
+def test_repeats_are_exact_resends() -> None:
+    events = ProductEventGenerator(ProductMix(users=300, repeat_ratio=0.1), seed=5).take(20_000)
+    first: dict[str, bytes] = {}
+    repeats = 0
+    for e in events:
+        body = orjson.dumps(e)
+        if e["id"] in first:
+            repeats += 1
+            assert body == first[e["id"]]  # same id, same everything
+        else:
+            first[e["id"]] = body
+    assert repeats / len(events) == pytest.approx(0.1, abs=0.02)

@@ -16,16 +16,19 @@ the runtime adds those with `Aggregate("latest", type)` ordered by watermark.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .aggregates import Aggregate, Order, State
+from .compiled import adder
 from .model import EventSource, ProfilesSpec, PropertySpec
 from .operators import Condition, compile_condition
-from .values import Invalid, Value, normalise
+from .values import Invalid, Value, normalise, normaliser
 
 Tokens = tuple[str, ...]
+Taker = Callable[[State, Mapping[str, Any], Order, Any], State]
+"""`EventProperty.taker()`: (state, event, order, the event's normalised occurredAt) -> state."""
 
 
 def parse_pointer(pointer: str) -> Tokens:
@@ -44,6 +47,25 @@ def read(document: Any, tokens: Tokens) -> Any:
         else:
             return None
     return value
+
+
+def reader_of(tokens: Tokens) -> Callable[[Any], Any]:
+    """`read` at `tokens`, with the common paths of one or two names spelled out."""
+    if len(tokens) == 1:
+        (only,) = tokens
+        return lambda doc: doc.get(only) if type(doc) is dict else read(doc, tokens)
+    if len(tokens) == 2:
+        first, second = tokens
+
+        def read_two(doc: Any) -> Any:
+            if type(doc) is dict:
+                inner = doc.get(first)
+                if type(inner) is dict:
+                    return inner.get(second)
+            return read(doc, tokens)
+
+        return read_two
+    return lambda doc: read(doc, tokens)
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,41 @@ class EventProperty:
         for value in self.contributions(event):
             state = self.aggregate.add(state, value, order)
         return state
+
+    def taker(self) -> Taker:
+        """`add` compiled, for events of a type the property takes (not checked again). The
+        event's occurredAt, normalised once by the caller, serves the path /occurredAt."""
+        add = adder(self.aggregate)
+        where = tuple((reader_of(tokens), condition.holds) for tokens, condition in self.where)
+        if self.path is None:
+
+            def take_each(state: State, event: Mapping[str, Any], order: Order, _: Any) -> State:
+                for read_at, holds in where:
+                    if not holds(read_at(event)):
+                        return state
+                return add(state, None, order)
+
+            return take_each
+        read_path, norm, array = reader_of(self.path), normaliser(self.type), self.array
+        occurred_at = self.path == ("occurredAt",) and self.type == "date"
+
+        def take(state: State, event: Mapping[str, Any], order: Order, occurred: Any) -> State:
+            for read_at, holds in where:
+                if not holds(read_at(event)):
+                    return state
+            if occurred_at and type(event.get("occurredAt")) is str:
+                return add(state, occurred, order)
+            raw = read_path(event)
+            if raw is None:
+                return state
+            if array and isinstance(raw, list):
+                for element in raw:
+                    if element is not None:
+                        state = add(state, norm(element), order)
+                return state
+            return add(state, norm(raw), order)
+
+        return take
 
 
 def compile_property(spec: PropertySpec) -> EventProperty:

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .aggregates import Aggregate, Order, State, make_order
-from .extract import EventProperty, compile_properties
+from .aggregates import Aggregate, Order, make_order
+from .compiled import Reader, adder, reader
+from .extract import EventProperty, Taker, compile_properties
 from .identity import ANON
 from .instants import parse_instant
 from .model import ProfilesSpec
@@ -28,6 +29,7 @@ Record = dict[str, Any]
 
 _CREATED = Aggregate("min", "date")
 _UPDATED = Aggregate("max", "date")
+_ADD_CREATED, _ADD_UPDATED = adder(_CREATED), adder(_UPDATED)
 
 
 def order_of(event: Mapping[str, Any], arrival_ms: int) -> Order:
@@ -46,20 +48,32 @@ class Records:
     """The record logic of one checked `profiles:` spec."""
 
     properties: Mapping[str, EventProperty]
-    _taking: dict[Any, tuple[tuple[str, EventProperty], ...]] = field(
+    _taking: dict[Any, tuple[tuple[str, Taker], ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    _takers: dict[str, Taker] = field(init=False, compare=False, repr=False)
+    _readers: tuple[tuple[str, Reader, tuple[Any, str | None]], ...] = field(
+        init=False, compare=False, repr=False
+    )
+    """(name, reader, what it reads of no state) per property, in document order."""
+
+    def __post_init__(self) -> None:
+        takers = {name: prop.taker() for name, prop in self.properties.items()}
+        readers = [(name, reader(prop.aggregate)) for name, prop in self.properties.items()]
+        object.__setattr__(self, "_takers", takers)
+        object.__setattr__(self, "_readers", tuple((n, r, r({})) for n, r in readers))
 
     @classmethod
     def of(cls, spec: ProfilesSpec) -> Records:
         return cls(compile_properties(spec))
 
-    def taking(self, kind: Any) -> tuple[tuple[str, EventProperty], ...]:
-        """The properties an event of type `kind` may contribute to (those of every type too)."""
+    def taking(self, kind: Any) -> tuple[tuple[str, Taker], ...]:
+        """The properties an event of type `kind` may contribute to (those of every type too),
+        each with its compiled `EventProperty.taker`."""
         found = self._taking.get(kind)
         if found is None:
             found = tuple(
-                (name, prop)
+                (name, self._takers[name])
                 for name, prop in self.properties.items()
                 if prop.events is None or kind in prop.events
             )
@@ -75,13 +89,13 @@ class Records:
     ) -> Record:
         """`state` with one event added (`anonymous_id`: the device it links, if any)."""
         order = order_of(event, arrival_ms)
+        occurred = normalise("date", event["occurredAt"])
         aggregates = dict(state["p"])
-        for name, prop in self.taking(event.get("type")):
+        for name, take in self.taking(event.get("type")):
             before = aggregates.get(name)
-            after = prop.add(before if before is not None else {}, event, order)
+            after = take(before if before is not None else {}, event, order, occurred)
             if after is not before and after:
                 aggregates[name] = after
-        occurred = normalise("date", event["occurredAt"])
         anonymous = state["a"]
         if anonymous_id is not None and anonymous_id not in anonymous:
             anonymous = list(anonymous)
@@ -89,8 +103,8 @@ class Records:
         return {
             "p": aggregates,
             "a": anonymous,
-            "c": _CREATED.add(state["c"], occurred, order),
-            "u": _UPDATED.add(state["u"], occurred, order),
+            "c": _ADD_CREATED(state["c"], occurred, order),
+            "u": _ADD_UPDATED(state["u"], occurred, order),
         }
 
     def merge(self, a: Record, b: Record) -> Record:
@@ -119,13 +133,11 @@ class Records:
         properties: dict[str, Any] = {}
         invalid: dict[str, str] = {}
         stored = state["p"]
-        for name, prop in self.properties.items():
-            aggregate = prop.aggregate
-            part: State = stored.get(name) or {}
-            value = aggregate.result(part)
+        for name, read, nothing in self._readers:
+            part = stored.get(name)
+            value, reason = read(part) if part else nothing
             if value is not None:
                 properties[name] = value
-            reason = aggregate.invalid(part)
             if reason is not None:
                 invalid[name] = reason
         doc["properties"] = properties

@@ -70,6 +70,11 @@ def normalise(kind: str, raw: Any) -> Value | Invalid:
     return _NORMALISERS[kind](raw)
 
 
+def normaliser(kind: str) -> Callable[[Any], Value | Invalid]:
+    """`normalise` for one type, looked up once."""
+    return _NORMALISERS[kind]
+
+
 def article(kind: str) -> str:
     """'a float', 'an integer', 'a url': how messages name a type."""
     return f"an {kind}" if kind in ("integer", "email") else f"a {kind}"

@@ -7,6 +7,7 @@ A node is a predicate plus whether it is *exact*; the combinators here keep the 
 from __future__ import annotations
 
 import numbers
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,28 +37,39 @@ def never(x: Any) -> bool:
     return False
 
 
+_PARTS: weakref.WeakKeyDictionary[Check, tuple[Check, ...]] = weakref.WeakKeyDictionary()
+"""The checks an `all_of` check runs, so that nesting them flattens into one loop."""
+
+
 def all_of(checks: list[Check]) -> Check:
-    """True when every check is."""
-    if not checks:
+    """True when every check is (in order, stopping at the first False)."""
+    flat: list[Check] = []
+    for check in checks:
+        flat.extend(_PARTS.get(check, (check,)))
+    flat = [check for check in flat if check is not always]
+    if not flat:
         return always
-    if len(checks) == 1:
-        return checks[0]
-    if len(checks) == 2:
-        a, b = checks
+    if len(flat) == 1:
+        return flat[0]
+    fixed = tuple(flat)
+    if len(fixed) == 2:
+        a, b = fixed
 
         def both(x: Any) -> bool:
             return a(x) and b(x)
 
-        return both
-    fixed = tuple(checks)
+        combined: Check = both
+    else:
 
-    def every(x: Any) -> bool:
-        for check in fixed:  # noqa: SIM110 -- a plain loop beats all() over a generator here
-            if not check(x):
-                return False
-        return True
+        def every(x: Any) -> bool:
+            for check in fixed:  # noqa: SIM110 -- a plain loop beats all() over a generator here
+                if not check(x):
+                    return False
+            return True
 
-    return every
+        combined = every
+    _PARTS[combined] = fixed
+    return combined
 
 
 def any_of(checks: list[Check]) -> Check:
@@ -65,7 +77,10 @@ def any_of(checks: list[Check]) -> Check:
     fixed = tuple(checks)
 
     def some(x: Any) -> bool:
-        return any(check(x) for check in fixed)
+        for check in fixed:  # noqa: SIM110 -- the hot loop; any() over a generator is slower
+            if check(x):
+                return True
+        return False
 
     return some
 
@@ -127,6 +142,16 @@ TYPES: dict[str, Check] = {
     "object": _isinstance(dict),
     "string": _isinstance(str),
 }
+PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "array": (list,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "null": (type(None),),
+    "number": (int, float),
+    "object": (dict,),
+    "string": (str,),
+}
+"""Python types of decoded JSON that a type name accepts whatever the value (a subset of TYPES)."""
 # Type-specific keywords (minimum, minLength, required, items, ...) ignore other instance types;
 # they skip this guard when the schema's single `type` already implies theirs.
 GUARDS = {kind: TYPES[kind] for kind in ("number", "string", "object", "array")}

@@ -73,11 +73,12 @@ def parse_instant(text: str) -> Instant | None:
     match = _RFC3339.fullmatch(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    fraction, _, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10, 11)
-    if not (1 <= month <= 12 and 1 <= day <= days_in_month(year, month)):
-        return None
-    if hour > 23 or minute > 59 or second > 60:
+    year, month, day, hour, minute, second, fraction, _, sign, offset_hours, offset_minutes = (
+        match.groups()
+    )
+    days = _days(int(year), int(month), int(day))
+    hour, minute, second = int(hour), int(minute), int(second)
+    if days is None or hour > 23 or minute > 59 or second > 60:
         return None
     offset = 0
     if sign is not None:
@@ -85,8 +86,15 @@ def parse_instant(text: str) -> Instant | None:
             return None
         offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (-1 if sign == "-" else 1)
     clock = hour * 3600 + minute * 60 + second
-    seconds = days_from_civil(year, month, day) * DAY + clock - offset
-    return Instant(seconds, (fraction or "").rstrip("0"))
+    return Instant(days * DAY + clock - offset, (fraction or "").rstrip("0"))
+
+
+@lru_cache(maxsize=1 << 12)
+def _days(year: int, month: int, day: int) -> int | None:
+    """`days_from_civil`, or None for a day the month does not have (events share few days)."""
+    if not (1 <= month <= 12 and 1 <= day <= days_in_month(year, month)):
+        return None
+    return days_from_civil(year, month, day)
 
 
 def from_epoch_ns(nanoseconds: int) -> Instant:

@@ -84,21 +84,10 @@ def _records(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) 
     tombstones a merge leaves in the topic are therefore not needed here: records never
     split, so every merged device is listed by its survivor. Every lookup is by primary key.
     """
-    names = [column.name for column in shape.columns]
-    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    computed = sql.SQL(", ").join(
-        sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
-        for column in shape.columns
-    )
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n != "id"
-    )
     return sql.SQL(
         "with rows as ("
         "select distinct on (id) {columns} from ("
-        "select {computed}, n from jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
-        " where (select coalesce(max(next_offset), -1) from {checkpoints}"
-        " where materialization = %s and topic = %s and partition = %s) < %s"
+        "select {computed}, n from {source}{guard}"
         ") as r order by id, n desc"
         "), linked as ("
         "insert into {devices} (device, record_id)"
@@ -113,14 +102,7 @@ def _records(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) 
         "rows.anonymous_ids[1] not in (select device from linked) and not exists ("
         "select 1 from {devices} as l where l.device = rows.anonymous_ids[1]))"
         " on conflict (id) do update set {updates}"
-    ).format(
-        table=sql.Identifier(schema, name),
-        devices=_devices(schema, name),
-        columns=columns,
-        computed=computed,
-        checkpoints=checkpoints,
-        updates=updates,
-    )
+    ).format(devices=_devices(schema, name), **_parts(schema, name, checkpoints, shape))
 
 
 RECORDS = Shape(
@@ -231,26 +213,7 @@ def upsert(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) ->
     """
     if shape.statement is not None:
         return shape.statement(schema, name, checkpoints, shape)
-    table = sql.Identifier(schema, name)
-    names = [column.name for column in shape.columns]
-    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    computed = sql.SQL(", ").join(
-        sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
-        for column in shape.columns
-    )
-    source = sql.SQL(
-        "unnest(%s::text[], %s::text[]) with ordinality as e(k, d, n)"
-        if shape.keyed
-        else "jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
-    )
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in shape.key)
-    updates = sql.SQL(", ").join(
-        sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n)) for n in names if n not in shape.key
-    )
-    guard = sql.SQL(
-        " where (select coalesce(max(next_offset), -1) from {checkpoints}"
-        " where materialization = %s and topic = %s and partition = %s) < %s"
-    ).format(checkpoints=checkpoints)
+    parts = _parts(schema, name, checkpoints, shape)
     if not shape.keyed:
         return sql.SQL(
             "insert into {table} ({columns})"
@@ -258,15 +221,7 @@ def upsert(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) ->
             "select {computed}, n from {source}{guard}"
             ") as rows order by {key}, n desc"
             " on conflict ({key}) do update set {updates}"
-        ).format(
-            table=table,
-            columns=columns,
-            key=key,
-            computed=computed,
-            source=source,
-            guard=guard,
-            updates=updates,
-        )
+        ).format(**parts)
     same = sql.SQL(" and ").join(
         sql.SQL("t.{0} = rows.{0}").format(sql.Identifier(k)) for k in shape.key
     )
@@ -278,13 +233,37 @@ def upsert(schema: str, name: str, checkpoints: sql.Identifier, shape: Shape) ->
         "), removed as (delete from {table} as t using rows where rows.deleted and {same})"
         " insert into {table} ({columns}) select {columns} from rows where not rows.deleted"
         " on conflict ({key}) do update set {updates}"
-    ).format(
-        table=table,
-        columns=columns,
-        key=key,
-        computed=computed,
-        source=source,
-        guard=guard,
-        same=same,
-        updates=updates,
-    )
+    ).format(same=same, **parts)
+
+
+def _parts(
+    schema: str, name: str, checkpoints: sql.Identifier, shape: Shape
+) -> dict[str, sql.Composable]:
+    """The pieces every write statement is made of: the table, its columns, the columns
+    computed from each document `d` (its position `n`), the row key, the updates of a row
+    that exists, where the documents come from, and the guard that skips a partition whose
+    checkpoint is at or past the given end."""
+    names = [column.name for column in shape.columns]
+    return {
+        "table": sql.Identifier(schema, name),
+        "columns": sql.SQL(", ").join(sql.Identifier(n) for n in names),
+        "computed": sql.SQL(", ").join(
+            sql.SQL("{} as {}").format(column.sql(), sql.Identifier(column.name))
+            for column in shape.columns
+        ),
+        "key": sql.SQL(", ").join(sql.Identifier(k) for k in shape.key),
+        "updates": sql.SQL(", ").join(
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(n))
+            for n in names
+            if n not in shape.key
+        ),
+        "source": sql.SQL(
+            "unnest(%s::text[], %s::text[]) with ordinality as e(k, d, n)"
+            if shape.keyed
+            else "jsonb_array_elements(%s::jsonb) with ordinality as e(d, n)"
+        ),
+        "guard": sql.SQL(
+            " where (select coalesce(max(next_offset), -1) from {checkpoints}"
+            " where materialization = %s and topic = %s and partition = %s) < %s"
+        ).format(checkpoints=checkpoints),
+    }

@@ -24,7 +24,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import timedelta, timezone, tzinfo
 from typing import Any, Protocol
 
 import orjson
@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from pipeline.catalog import load_catalog
 from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
+from pipeline.producers.clock import Clock
 from pipeline.producers.ingest import source_collection
 from pipeline.producers.product_events import ProductEventGenerator, ProductMix
 from pipeline.producers.progress import Progress
@@ -42,8 +43,6 @@ from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
 
 Event = dict[str, Any]
 
-SIMULATED_START = datetime(2024, 1, 1, tzinfo=UTC)
-"""Where the simulated clock of seeded runs starts."""
 OFFSETS: tuple[tzinfo, ...] = tuple(
     timezone(timedelta(minutes=m)) for m in (-7 * 60, -4 * 60, 5 * 60 + 30, 9 * 60)
 )
@@ -78,8 +77,8 @@ def vendor_of(segment: int, vendors: int) -> int:
 class EventGenerator:
     """An endless, reproducible stream of segmentation events.
 
-    With a seed, timestamps come from a simulated clock (`SIMULATED_START` + i/rate; rate 0
-    counts as 100/s) and runs repeat exactly; without one, from the wall clock.
+    With a seed, timestamps come from a simulated clock (`pipeline.producers.clock`) and runs
+    repeat exactly; without one, from the wall clock.
     """
 
     def __init__(
@@ -94,8 +93,9 @@ class EventGenerator:
         if mix.segments < 1 or mix.users < 1 or mix.vendors < 1:
             raise ValueError("segments, users and vendors must be at least 1")
         self.rng = random.Random(seed if seed is not None else os.urandom(16))
-        self.simulated = seed is not None if simulated is None else simulated
-        self.step_us = 1e6 / (rate if rate > 0 else 100.0)
+        self.clock = Clock(
+            simulated=seed is not None if simulated is None else simulated, rate=rate
+        )
         weights = [1.0 / (k + 1) ** mix.skew for k in range(mix.segments)]
         self.cumulative = list(itertools.accumulate(weights))
         self.segments = [
@@ -140,10 +140,7 @@ class EventGenerator:
         return min(bisect.bisect_right(self.cumulative, point), len(self.cumulative) - 1)
 
     def _timestamp(self, index: int) -> str:
-        if self.simulated:
-            when = SIMULATED_START + timedelta(microseconds=round(index * self.step_us))
-        else:
-            when = datetime.now(UTC)
+        when = self.clock.at(index)
         if self.mix.timezones and self.rng.random() < OFFSET_SHARE:
             return when.astimezone(self.rng.choice(OFFSETS)).isoformat(timespec="seconds")
         return when.isoformat(timespec="seconds").replace("+00:00", "Z")

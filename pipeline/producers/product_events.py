@@ -20,12 +20,12 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from pipeline.producers.clock import Clock
 
 Event = dict[str, Any]
 
-SIMULATED_START = datetime(2024, 1, 1, tzinfo=UTC)
 PATHS = ("/", "/pricing", "/docs", "/docs/start", "/blog", "/about", "/shop", "/shop/sale")
 COUNTRIES = (("DE", "+49 30 "), ("FR", "+33 1 "), ("US", "+1 415 "), ("JP", "+81 3 "))
 NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia")
@@ -65,10 +65,10 @@ class ProductEventGenerator:
         self.mix = mix = mix or ProductMix()
         if mix.users < 1:
             raise ValueError("users must be at least 1")
-        self.seed = seed
         self.rng = random.Random(seed if seed is not None else os.urandom(16))
-        self.simulated = seed is not None if simulated is None else simulated
-        self.step_us = 1e6 / (rate if rate > 0 else 100.0)
+        self.clock = Clock(
+            simulated=seed is not None if simulated is None else simulated, rate=rate
+        )
         self.signed_in: set[str] = set()
         self.previous: Event | None = None
         self.emitted = 0
@@ -147,11 +147,7 @@ class ProductEventGenerator:
         return {"type": kind, "data": {"total": total, "items": items, "currency": "EUR"}}
 
     def _occurred_at(self, index: int) -> str:
-        if self.simulated:
-            when = SIMULATED_START + timedelta(microseconds=round(index * self.step_us))
-        else:
-            when = datetime.now(UTC)
-        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return self.clock.at(index).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _price(sku: int) -> float:

@@ -86,13 +86,18 @@ def _sum(generic: Adder, type_: str) -> Adder:
     def add_float(state: State, value: Any, order: Order) -> State:
         if type(value) is not float or _BAD in state:
             return generic(state, value, order)
-        exact = _float_exact(value)
-        stored = state.get("s")
-        if stored is not None:
-            exact = _add_dyadic((int(stored[0]), int(stored[1])), exact)
-        return {"s": [str(exact[0]), exact[1]]}
+        return {"s": _float_sum(state, value)}
 
     return add_float
+
+
+def _float_sum(state: State, value: float) -> list[Any]:
+    """The state's exact sum `s` with `value` added, as stored."""
+    exact = _float_exact(value)
+    stored = state.get("s")
+    if stored is not None:
+        exact = _add_dyadic((int(stored[0]), int(stored[1])), exact)
+    return [str(exact[0]), exact[1]]
 
 
 def _avg(generic: Adder, type_: str) -> Adder:
@@ -102,11 +107,7 @@ def _avg(generic: Adder, type_: str) -> Adder:
     def add(state: State, value: Any, order: Order) -> State:
         if type(value) is not float or _BAD in state:
             return generic(state, value, order)
-        exact = _float_exact(value)
-        stored = state.get("s")
-        if stored is not None:
-            exact = _add_dyadic((int(stored[0]), int(stored[1])), exact)
-        return {"s": [str(exact[0]), exact[1]], "n": state.get("n", 0) + 1}
+        return {"s": _float_sum(state, value), "n": state.get("n", 0) + 1}
 
     return add
 

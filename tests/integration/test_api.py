@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -75,27 +76,39 @@ class Api:
         return await topic_ends(self.ns.bootstrap, self.ns.names.collection(EVENTS), partitions)
 
 
+A = TypeVar("A", bound=Api)
+
+
 def payload(data: bytes) -> bytes | io.BytesIO:
     """aiohttp warns (an error here) when sending large raw bytes."""
     return io.BytesIO(data) if len(data) > 512 * 1024 else data
 
 
-@pytest.fixture
-async def api(namespace: Namespace, postgres: str, pg_schema: str) -> AsyncIterator[Api]:
-    settings = namespace.settings(postgres=postgres, postgres_schema=pg_schema)
-    key = await create_key(postgres, pg_schema, "web", [EVENTS])
-    keys = KeyStore(postgres, pg_schema)
+@contextlib.asynccontextmanager
+async def serving(
+    kind: type[A], namespace: Namespace, postgres: str, schema: str, key_name: str, collection: str
+) -> AsyncIterator[A]:
+    """The API app on a test server with a key for `collection`; no unexpected error allowed."""
+    settings = namespace.settings(postgres=postgres, postgres_schema=schema)
+    key = await create_key(postgres, schema, key_name, [collection])
+    keys = KeyStore(postgres, schema)
     await keys.open()
     producer = make_producer(namespace.bootstrap)
     await producer.start()
     try:
         app = make_app(settings, namespace.catalog, keys, producer)
         async with TestClient(TestServer(app)) as client:
-            yield Api(namespace, client, app, producer, postgres, pg_schema, key)
+            yield kind(namespace, client, app, producer, postgres, schema, key)
         assert app[UNEXPECTED] == []
     finally:
         await producer.stop()
         await keys.close()
+
+
+@pytest.fixture
+async def api(namespace: Namespace, postgres: str, pg_schema: str) -> AsyncIterator[Api]:
+    async with serving(Api, namespace, postgres, pg_schema, "web", EVENTS) as served:
+        yield served
 
 
 def events(count: int, seed: int = 1) -> list[dict[str, Any]]:

@@ -11,15 +11,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import TopicPartition
 
-from pipeline.producers.api import UNEXPECTED, make_app
-from pipeline.producers.keys import KeyStore, create_key
-from pipeline.runtime.produce import make_producer
 from pipeline.runtime.topics import read_to_end
 from tests.fixtures.stack import Namespace, topic_ends
-from tests.integration.test_api import Api, payload
+from tests.integration.test_api import Api, payload, serving
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +41,8 @@ class ProfileApi(Api):
 
 @pytest.fixture
 async def api(namespace: Namespace, postgres: str, pg_schema: str) -> AsyncIterator[ProfileApi]:
-    settings = namespace.settings(postgres=postgres, postgres_schema=pg_schema)
-    key = await create_key(postgres, pg_schema, "app", [EVENTS])
-    keys = KeyStore(postgres, pg_schema)
-    await keys.open()
-    producer = make_producer(namespace.bootstrap)
-    await producer.start()
-    try:
-        app = make_app(settings, namespace.catalog, keys, producer)
-        async with TestClient(TestServer(app)) as client:
-            yield ProfileApi(namespace, client, app, producer, postgres, pg_schema, key)
-        assert app[UNEXPECTED] == []
-    finally:
-        await producer.stop()
-        await keys.close()
+    async with serving(ProfileApi, namespace, postgres, pg_schema, "app", EVENTS) as served:
+        yield served
 
 
 def event(**fields: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from .instants import parse_instant
+
 Seniority = list[Any]
 Entry = dict[str, Seniority]
 """An index entry: every record claiming the value, with its seniority."""
@@ -73,41 +75,48 @@ def duplicate_reason(held_by: str) -> str:
     return f"duplicate of record {held_by}"
 
 
-def reference(
-    records: list[dict[str, Any]], unique: list[str], seniority: Mapping[str, Seniority]
-) -> list[dict[str, Any]]:
+def seniority_of(created_at: str) -> Seniority:
+    """The seniority of a record created at `created_at` (RFC 3339): its instant."""
+    instant = parse_instant(created_at)
+    assert instant is not None, "createdAt is an occurredAt, checked by the events schema"
+    return [instant.seconds, instant.fraction]
+
+
+def losing(doc: dict[str, Any], lost: Mapping[str, str]) -> dict[str, Any]:
+    """A records document without the values of `lost` ({property: holder}), each with its
+    `invalid` reason; `invalid` stays after `properties`, where records documents have it."""
+    if not lost:
+        return doc
+    invalid = {**doc.get("invalid", {}), **{p: duplicate_reason(h) for p, h in lost.items()}}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key == "invalid":
+            continue
+        if key == "properties":
+            value = {p: v for p, v in value.items() if p not in lost}
+        out[key] = value
+        if key == "properties":
+            out["invalid"] = invalid
+    return out
+
+
+def reference(records: list[dict[str, Any]], unique: list[str]) -> list[dict[str, Any]]:
     """Records documents with uniqueness applied at once, for tests and explanations: for each
-    unique property and value, every record but the holder loses it."""
+    unique property and value, every record but the holder (by createdAt, then id) loses it."""
     claims: dict[str, Entry] = {}
     for doc in records:
         for prop in unique:
             if prop in doc["properties"]:
                 key = index_key(prop, doc["properties"][prop])
-                claims[key] = claim(claims.get(key, {}), doc["id"], seniority[doc["id"]])
+                claims[key] = claim(claims.get(key, {}), doc["id"], seniority_of(doc["createdAt"]))
     out = []
     for doc in records:
-        doc = {**doc, "properties": dict(doc["properties"])}
-        invalid = dict(doc.get("invalid", {}))
+        lost = {}
         for prop in unique:
-            if prop not in doc["properties"]:
-                continue
-            kept_by = holder(claims[index_key(prop, doc["properties"][prop])])
-            if kept_by != doc["id"]:
+            if prop in doc["properties"]:
+                kept_by = holder(claims[index_key(prop, doc["properties"][prop])])
                 assert kept_by is not None
-                del doc["properties"][prop]
-                invalid[prop] = duplicate_reason(kept_by)
-        doc.pop("invalid", None)
-        if invalid:
-            doc = _with_invalid(doc, invalid)
-        out.append(doc)
-    return out
-
-
-def _with_invalid(doc: dict[str, Any], invalid: dict[str, str]) -> dict[str, Any]:
-    """`invalid` placed after `properties`, as records documents have it."""
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        out[key] = value
-        if key == "properties":
-            out["invalid"] = invalid
+                if kept_by != doc["id"]:
+                    lost[prop] = kept_by
+        out.append(losing(doc, lost))
     return out

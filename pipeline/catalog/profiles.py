@@ -6,6 +6,10 @@ into the two stages that build records, as derivations the runtime runs like any
   event, with the id of the record it belongs to, into the internal collection
   `<records>.identified`, partitioned by that record id.
 - records: `<records>.identified` (already in its owners' partitions) into `records`.
+- unique, only when a property is `unique: true`: the records stage writes each record's claims
+  on the values of its unique properties into `<records>.claims`, partitioned by (property,
+  value); the index there tells each claimant who holds the value, back through
+  `<records>.identified` (`derivations.profiles.uniqueness` says who does).
 
 The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`): they need more than the
 publish/update contract of user derivations (state of other keys, deletes, moving a record).
@@ -25,7 +29,8 @@ from pipeline.documents.schema import Schema, schema_of
 
 IDENTITY = "segflow:profiles-identity"
 RECORDS = "segflow:profiles-records"
-STAGES = (IDENTITY, RECORDS)
+UNIQUE = "segflow:profiles-unique"
+STAGES = (IDENTITY, RECORDS, UNIQUE)
 
 _IDENTIFIED_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -36,9 +41,30 @@ _IDENTIFIED_SCHEMA: dict[str, Any] = {
 }
 
 
+_CLAIMS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "a record claiming or releasing a value of a unique property (internal)",
+    "type": "object",
+    "properties": {"k": {"type": "string"}, "r": {"type": "string"}, "p": {"type": "string"}},
+    "required": ["k", "r", "p", "v"],
+}
+
+
 def identified(records: str) -> str:
-    """The internal collection between the two stages."""
+    """The internal collection between the identity and records stages."""
     return records + ".identified"
+
+
+def claims(records: str) -> str:
+    """The internal collection of claims on unique values (the unique stage's source)."""
+    return records + ".claims"
+
+
+def internal_collections(spec: ProfilesSpec) -> tuple[str, ...]:
+    """The internal collections the profile stages of `spec` write."""
+    if any(p.unique for p in spec.properties.values()):
+        return identified(spec.records), claims(spec.records)
+    return (identified(spec.records),)
 
 
 def check_profiles(
@@ -47,7 +73,7 @@ def check_profiles(
     collections: Mapping[str, CollectionSpec | None],
     derived: set[str],
 ) -> tuple[ProfilesSpec | None, dict[str, CollectionSpec], dict[str, DerivationSpec]]:
-    """The section's spec, the internal collection and the two stages (empty on problems)."""
+    """The section's spec, the internal collections and the stages (empty on problems)."""
     events_schema: Schema | None = None
 
     def declared(path: str) -> bool:
@@ -83,14 +109,22 @@ def check_profiles(
     if source is None or target is None or spec.events in derived or spec.records in derived:
         return None, {}, {}
     middle = identified(spec.records)
-    path = Path(str(target.schema.path)).with_name(middle.replace("/", ".") + ".schema.json")
-    internal = CollectionSpec(
-        middle, schema_of(_IDENTIFIED_SCHEMA, path), ("/r",), target.partitions, None
-    )
+
+    def internal(name: str, schema: dict[str, Any], key: str) -> CollectionSpec:
+        path = Path(str(target.schema.path)).with_name(name.replace("/", ".") + ".schema.json")
+        return CollectionSpec(name, schema_of(schema, path), (key,), target.partitions, None)
+
+    internals = {middle: internal(middle, _IDENTIFIED_SCHEMA, "/r")}
     stages = {
         middle: DerivationSpec(
             middle, spec.events, ("/anonymousId", "/userId"), None, IDENTITY, shuffle_first=True
         ),
         spec.records: DerivationSpec(spec.records, middle, ("/r",), None, RECORDS),
     }
-    return spec, {middle: internal}, stages
+    if len(internal_collections(spec)) > 1:
+        index = claims(spec.records)
+        internals[index] = internal(index, _CLAIMS_SCHEMA, "/k")
+        # Keyed by its source: `derivations` maps a derived collection to what derives it, and
+        # the tells go into `<records>.identified`, which the identity stage derives.
+        stages[index] = DerivationSpec(middle, index, ("/k",), None, UNIQUE)
+    return spec, internals, stages

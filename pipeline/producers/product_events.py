@@ -6,7 +6,8 @@ record merges into theirs), then browse, `identify` (email, firstName, country, 
 `addToCart` (sku, price) and `purchase` (total, items, currency) as themselves. A share of people
 use two or three devices, each linking on its first sign-in; a share of visitors never sign in;
 some identified events come from a server, with the `userId` alone. A few values do not fit
-their property's type (a phone number without its country code), so records show `invalid`.
+their property's type (a phone number without its country code), and a few people share an
+email, so records show `invalid`.
 
 Like `EventGenerator`, the same seed gives the same events byte for byte: seeded runs take
 `occurredAt` from a simulated clock (a fixed start advanced by 1/rate per event).
@@ -32,6 +33,10 @@ NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"
 STAY_ANONYMOUS = 0.75
 """Chance that an event of a device not yet signed in is another anonymous page view (so a
 device sees about three before its sign-in)."""
+SHARED_EMAIL_EVERY = 50
+"""One person in this many gives the email of the person before them: a household sharing an
+address, which `unique: true` on email (the demo catalog) gives to the one whose record is the
+older (`invalid` on the other's)."""
 BAD_PHONE_SHARE = 0.02
 """Identify events whose phone number lacks its country code (not E.164: `invalid`)."""
 
@@ -132,8 +137,10 @@ class ProductEventGenerator:
             phone = prefix + f"{person % 10_000_000:07d}"
             if rng.random() < BAD_PHONE_SHARE:
                 phone = phone.split(" ", 1)[1]  # the country code forgotten
+            # a household: every SHARED_EMAIL_EVERY-th person signs up with the previous one's
+            sharing = person % SHARED_EMAIL_EVERY == 1
             data = {
-                "email": f"{user}@example.com",
+                "email": f"user-{person - 1 if sharing else person:06d}@example.com",
                 "firstName": NAMES[person % len(NAMES)],
                 "country": country,
                 "phone": phone,

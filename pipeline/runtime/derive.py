@@ -32,11 +32,11 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import Catalog
-from pipeline.catalog.profiles import IDENTITY, STAGES
+from pipeline.catalog.profiles import IDENTITY, RECORDS, STAGES
 from pipeline.errors import BrokerStateLost, SegflowError
 from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.batches import BatchWriter
-from pipeline.runtime.profiles import IdentityTask, RecordsTask
+from pipeline.runtime.profiles import IdentityTask, RecordsTask, UniqueTask
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.route import Router
 from pipeline.runtime.settings import Settings
@@ -46,7 +46,7 @@ from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches
 
 log = logging.getLogger(__name__)
 
-Task = DerivationTask | IdentityTask | RecordsTask
+Task = DerivationTask | IdentityTask | RecordsTask | UniqueTask
 _Computed = tuple[TopicPartition, PartitionState, BatchResult, list[tuple[str, int]]]
 
 
@@ -334,8 +334,11 @@ def make_task(catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> 
                 f"'{source}' feeds the profile stages and other derivations; give those their"
                 " own copy of it"
             )
-        stage = IdentityTask if IDENTITY in transforms else RecordsTask
-        return stage(catalog, source, topic_of)
+        if IDENTITY in transforms:
+            return IdentityTask(catalog, source, topic_of)
+        if RECORDS in transforms:
+            return RecordsTask(catalog, source, topic_of)
+        return UniqueTask(catalog, source, topic_of)
     return DerivationTask(catalog, source, topic_of)
 
 

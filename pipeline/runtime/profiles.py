@@ -12,6 +12,16 @@ applies events, and writes each changed record's document once per batch into `p
 A merge moves state across partitions: the owner of `anon:A` sends `{"r": U, "s": state, "m": id}`
 into `<records>.identified` (so to U's owner), deletes its state and writes a tombstone.
 
+Unique (`UniqueTask`, only when a property is `unique: true`), source `<records>.claims`
+partitioned by (property, value): the records stage compares each changed record's unique values
+and seniority with what it claimed (`u:<id>`) and writes `{"k": index key, "r", "p", "v", "s"}`
+to claim a value (again when its seniority changes) or the same without `"s"` to release one (a
+changed value, a merged-away record). The unique stage keeps every value's claimants (`U:<key>`)
+and tells those whose holder changed, with `{"r", "k": property, "v", "h": holder}` into
+`<records>.identified`; a record that is not the holder of its value shows no value and
+`invalid: "duplicate of record <holder>"` (`derivations.profiles.uniqueness`). Until told, a
+record shows its value. Claims and tells set, never add, so their replays change nothing.
+
 Every hop is at least once (a batch is replayed after a crash before its commit), so both stages
 make their effects idempotent: the records stage remembers the events (`d:<event id>`) and moves
 (`m:<event id>`) it applied, for the events collection's dedup window. A replayed merge command
@@ -28,11 +38,12 @@ from typing import Any
 
 import orjson
 
+from derivations.profiles import uniqueness
 from derivations.profiles.identity import resolve, user_id_of
 from derivations.profiles.instants import format_instant, from_epoch_ns
 from derivations.profiles.records import Record, Records
 from pipeline.catalog import Catalog
-from pipeline.catalog.profiles import identified
+from pipeline.catalog.profiles import claims, identified
 from pipeline.documents import pointers
 from pipeline.runtime.state import PartitionState
 from pipeline.runtime.task import BatchResult, Output, deduplicate
@@ -43,6 +54,8 @@ LINK = b"l:"
 RECORD = b"R:"
 APPLIED = b"d:"
 MOVED = b"m:"
+CLAIMED = b"u:"
+INDEX = b"U:"
 _DELETED: Record = {}
 
 
@@ -134,6 +147,11 @@ class RecordsTask:
         self.documents = Output(target, topic_of(target.name), _record_key, None, b"")
         self.moves = Output(self.source, topic_of(self.source.name), _record_key, None, b"", True)
         self.outputs = [self.documents, self.moves]
+        self.unique = tuple(name for name, p in profiles.properties.items() if p.unique)
+        if self.unique:
+            index = catalog.collections[claims(profiles.records)]
+            self.claims = Output(index, topic_of(index.name), _claim_key, None, b"", True)
+            self.outputs.append(self.claims)
 
     def process_documents(
         self, items: Sequence[tuple[Any, int]], state: PartitionState
@@ -163,6 +181,17 @@ class RecordsTask:
             seen[key] = timestamp
             return False
 
+        held: dict[str, Held] = {}
+        held_before: dict[str, Held] = {}
+
+        def claimed(record_id: str) -> Held:
+            found = held.get(record_id)
+            if found is None:
+                stored = state.get(CLAIMED + record_id.encode())
+                found = _NOTHING_HELD if stored is None else orjson.loads(stored)
+                held[record_id] = held_before[record_id] = found
+            return found
+
         touched: dict[str, None] = {}
         current: Record | None
         for doc, timestamp in items:
@@ -189,6 +218,14 @@ class RecordsTask:
                 current = load(record_id)
                 merged = doc["s"] if current is None else records_logic.merge(current, doc["s"])
                 records[record_id] = merged
+            elif "h" in doc:
+                mine = claimed(record_id)
+                prop = doc["k"]
+                if mine["v"].get(prop, _NONE) != doc["v"] or mine["h"].get(prop) == doc["h"]:
+                    continue  # told about a value it no longer claims, or nothing new
+                held[record_id] = {**mine, "h": {**mine["h"], prop: doc["h"]}}
+                if load(record_id) is None:
+                    continue
             else:
                 log.warning("records: ignoring an internal document of unknown form: %r", doc)
                 continue
@@ -200,13 +237,116 @@ class RecordsTask:
             if record is _DELETED:
                 changes[key] = None
                 result.documents.append((self.documents, _key(record_id), None))
+                if self.unique:
+                    mine, stored = claimed(record_id), held_before[record_id]
+                    self._claim(record_id, None, mine, stored, result)
             else:
                 changes[key] = orjson.dumps(record)
                 document = records_logic.document(record_id, record, [])
+                if self.unique:
+                    mine, stored = claimed(record_id), held_before[record_id]
+                    lost = self._claim(record_id, document, mine, stored, result)
+                    document = uniqueness.losing(document, lost)
                 result.documents.append((self.documents, _key(record_id), orjson.dumps(document)))
         for key, timestamp in seen.items():
             changes[key] = timestamp.to_bytes(8, "big")
         return result
+
+    def _claim(
+        self,
+        record_id: str,
+        document: dict[str, Any] | None,
+        mine: Held,
+        stored: Held,
+        result: BatchResult,
+    ) -> dict[str, str]:
+        """Claim and release what changed of a record's unique values (`document` None: the
+        record is gone) since `mine` (what it held, told holders of this batch included), keep
+        it if it differs from `stored`, and return the values it does not hold, with their
+        holders."""
+        values = {} if document is None else document["properties"]
+        seniority = None if document is None else uniqueness.seniority_of(document["createdAt"])
+        claimed, told = mine["v"], mine["h"]
+        now: Held = {"s": seniority, "v": {}, "h": {}}
+        dumps = orjson.dumps
+        out = result.documents
+        for prop in self.unique:
+            value = values.get(prop, _NONE)
+            before = claimed.get(prop, _NONE)
+            same = before is not _NONE and before == value
+            if before is not _NONE and not same:
+                key = uniqueness.index_key(prop, before)
+                release = {"k": key, "r": record_id, "p": prop, "v": before}
+                out.append((self.claims, _key(key), dumps(release)))
+            if value is _NONE:
+                continue
+            now["v"][prop] = value
+            if same and prop in told:
+                now["h"][prop] = told[prop]
+            if not same or seniority != mine["s"]:
+                key = uniqueness.index_key(prop, value)
+                claim = {"k": key, "r": record_id, "p": prop, "v": value, "s": seniority}
+                out.append((self.claims, _key(key), dumps(claim)))
+        if now != stored:
+            result.changes[CLAIMED + record_id.encode()] = None if document is None else dumps(now)
+        return {p: h for p, h in now["h"].items() if h != record_id}
+
+
+class UniqueTask:
+    """Stage 3: the index of unique values, telling claimants who holds theirs (module
+    docstring)."""
+
+    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
+        profiles = catalog.profiles
+        assert profiles is not None
+        (spec,) = catalog.derivations_from(source)
+        self.source = catalog.collections[source]
+        self.shuffle_key = spec.shuffle_encoder()
+        target = catalog.collections[identified(profiles.records)]
+        self.tells = Output(target, topic_of(target.name), _record_key, None, b"", by_key=True)
+        self.outputs = [self.tells]
+
+    def process_documents(
+        self, items: Sequence[tuple[Any, int]], state: PartitionState
+    ) -> BatchResult:
+        result = BatchResult(events=len(items))
+        before: dict[str, uniqueness.Entry] = {}
+        after: dict[str, uniqueness.Entry] = {}
+        values: dict[str, tuple[str, Any]] = {}
+        for doc, _ in items:
+            key = doc["k"]
+            entry = after.get(key)
+            if entry is None:
+                stored = state.get(INDEX + key.encode())
+                entry = before[key] = {} if stored is None else orjson.loads(stored)
+                values[key] = doc["p"], doc["v"]
+            if "s" in doc:
+                after[key] = uniqueness.claim(entry, doc["r"], doc["s"])
+            else:
+                after[key] = uniqueness.release(entry, doc["r"])
+        dumps = orjson.dumps
+        for key, entry in after.items():
+            was = before[key]
+            if entry == was:
+                continue
+            result.changes[INDEX + key.encode()] = dumps(entry) if entry else None
+            holder = uniqueness.holder(entry)
+            prop, value = values[key]
+            for record_id in uniqueness.to_tell(was, entry):
+                tell = {"r": record_id, "k": prop, "v": value, "h": holder}
+                result.documents.append((self.tells, _key(record_id), dumps(tell)))
+        return result
+
+
+Held = dict[str, Any]
+"""What a record claims (`u:<id>`): `{"s": seniority, "v": {property: value}, "h": {property:
+holder it was told}}`."""
+_NOTHING_HELD: Held = {"s": None, "v": {}, "h": {}}
+_NONE = object()
+
+
+def _claim_key(doc: Any) -> bytes:
+    return _key(doc["k"])
 
 
 def _record_key(doc: Any) -> bytes:

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.catalog import Catalog, load_catalog
+from pipeline.catalog.profiles import internal_collections
 from pipeline.errors import SegflowError
 from pipeline.runtime.settings import Settings
 from pipeline.tools.embedded import EmbeddedBroker, start_broker
@@ -53,10 +54,11 @@ def _catalog(settings: Settings) -> Catalog:
 def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
     profiles = catalog.profiles
-    internal = 1 if profiles is not None else 0
+    internal = 0 if profiles is None else len(internal_collections(profiles))
+    stages = 0 if profiles is None else internal + 1
     line = (
         f"catalog ok: {len(catalog.collections) - internal} collections, "
-        f"{len(catalog.derivations) - 2 * internal} derivations, "
+        f"{len(catalog.derivations) - stages} derivations, "
         f"{len(catalog.materializations)} materializations"
     )
     if profiles is not None:

@@ -102,17 +102,20 @@ async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
                 "select count(*), count(user_id), coalesce(sum(cardinality(anonymous_ids))"
                 " filter (where user_id is not null), 0),"
                 " count(*) filter (where cardinality(anonymous_ids) > 1),"
-                f" coalesce(sum((properties ->> 'purchases')::int), 0) from {table}"
+                " coalesce(sum((properties ->> 'purchases')::int), 0),"
+                " count(*) filter (where invalid::text like '%\"duplicate of record %')"
+                f" from {table}"
             )
             row = await cursor.fetchone()
     except psycopg.Error as exc:  # not created yet, or Postgres busy: say so, keep going
         return f"records: not readable yet ({type(exc).__name__})"
     assert row is not None
-    records, identified, devices, several, purchases = row
+    records, identified, devices, several, purchases, duplicates = row
     return (
         f"records {records} in profile_records ({identified} people with {devices} devices,"
         f" {several} on several; {records - identified} anonymous), {purchases} purchases;"
-        f" merged {merged}, identity conflicts {conflicts}"
+        f" merged {merged}, identity conflicts {conflicts}; {duplicates} lost a unique value"
+        " to an older record"
     )
 
 

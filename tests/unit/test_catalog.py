@@ -429,9 +429,15 @@ def test_every_problem_of_profiles_is_reported_with_its_place(
 def test_the_shipped_catalog_declares_the_profile_stages() -> None:
     catalog = load_catalog(REPO / "catalog", env={})
     assert catalog.profiles is not None
-    stages = {d.collection: (d.source, d.transform) for d in catalog.derivations.values()}
-    assert stages["profile/records.identified"] == ("profile/events", "segflow:profiles-identity")
-    assert stages["profile/records"] == ("profile/records.identified", "segflow:profiles-records")
+    stages = {d.source: (d.collection, d.transform) for d in catalog.derivations.values()}
+    assert stages["profile/events"] == ("profile/records.identified", "segflow:profiles-identity")
+    assert stages["profile/records.identified"] == ("profile/records", "segflow:profiles-records")
+    # email is unique: the index stage answers into the records stage's source
+    assert stages["profile/records.claims"] == (
+        "profile/records.identified",
+        "segflow:profiles-unique",
+    )
+    assert catalog.collections["profile/records.claims"].key == ("/k",)
 
 
 def test_profiles_need_their_collections(tmp_path: Path) -> None:

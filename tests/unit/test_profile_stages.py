@@ -3,9 +3,11 @@
 The identity and records tasks run per partition over in-memory queues that stand for the topics
 between them, in random batch sizes and random interleavings of partitions, with random crashes
 (a batch whose outputs were written but whose state was never committed, then processed again).
-The records they leave must equal an independent sequential reference: every event applied to
-the record of the userId its anonymousId finally links to, as if it had carried that userId from
-the start (SPEC 8.2), with the aggregates computed directly.
+With unique properties the records stage's claims go through the unique stage and its answers
+come back, in the same random order. The records they leave must equal an independent
+sequential reference: every event applied to the record of the userId its anonymousId finally
+links to, as if it had carried that userId from the start (SPEC 8.2), with the aggregates computed
+directly, and each unique value kept by its senior record only.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from derivations.profiles import uniqueness
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.runtime.profiles import IdentityTask, RecordsTask
+from pipeline.runtime.derive import make_task
 from pipeline.runtime.task import BatchResult
 from pipeline.runtime.topics import partition_for
 
@@ -48,7 +51,13 @@ profiles:
       array: true
       from: {{events: [view], path: /data/label, aggregate: distinct}}
     lastBuy: {{type: date, from: {{events: [buy], path: /occurredAt, aggregate: max}}}}
+    handle:
+      type: string
+      unique: true
+      from: {{events: [tag], path: /data/label, aggregate: latest}}
+    buys:   {{type: integer, unique: true, from: {{events: [buy], aggregate: count}}}}
 """
+UNIQUE = ["handle", "buys"]
 
 
 class State(dict[bytes, bytes]):
@@ -75,47 +84,55 @@ def catalog(tmp: Path, events: int, records: int) -> Catalog:
 def run(
     cat: Catalog, events: list[tuple[dict[str, Any], int]], rng: random.Random
 ) -> dict[str, dict[str, Any]]:
-    """Both stages over `events` (document, arrival ms); the records documents left at the end."""
-    identity = IdentityTask(cat, "profile/events", lambda name: name)
-    records = RecordsTask(cat, "profile/records.identified", lambda name: name)
-    n_events = cat.collections["profile/events"].partitions
-    n_records = cat.collections["profile/records.identified"].partitions
-    inbox: dict[int, deque[tuple[Any, int]]] = defaultdict(deque)
-    middle: dict[int, deque[tuple[Any, int]]] = defaultdict(deque)
-    states = [State() for _ in range(n_events)], [State() for _ in range(n_records)]
+    """Every stage over `events` (document, arrival ms); the records documents left at the end."""
+    sources = sorted({d.source for d in cat.derivations.values()})
+    tasks = {source: make_task(cat, source, lambda name: name) for source in sources}
+    partitions = {source: cat.collections[source].partitions for source in sources}
+    queues: dict[str, dict[int, deque[tuple[Any, int]]]] = {
+        source: defaultdict(deque) for source in sources
+    }
+    states = {source: [State() for _ in range(partitions[source])] for source in sources}
+    identity = tasks["profile/events"]
     for doc, ms in events:
-        inbox[partition_for(identity.shuffle_key(doc), n_events)].append((doc, ms))
+        queues["profile/events"][
+            partition_for(identity.shuffle_key(doc), partitions["profile/events"])
+        ].append((doc, ms))
     table: dict[str, dict[str, Any]] = {}
     clock = max((ms for _, ms in events), default=0)
 
-    def step(queues: dict[int, deque[Any]], task: Any, stage_states: list[State]) -> None:
-        partition = rng.choice([p for p, q in queues.items() if q])
-        queue = queues[partition]
+    def step(source: str) -> None:
+        task = tasks[source]
+        partition = rng.choice([p for p, q in queues[source].items() if q])
+        queue = queues[source][partition]
         batch = [queue[i] for i in range(min(len(queue), rng.randint(1, 6)))]
         for attempt in range(2):
-            result = task.process_documents(batch, stage_states[partition])
+            result = task.process_documents(batch, states[source][partition])  # type: ignore[arg-type]
             for output, key, value in result.documents:
-                if output.spec.name == "profile/records":
+                name = output.spec.name
+                if name == "profile/records":
                     if value is None:
                         table.pop(orjson.loads(key)[0], None)
                     else:
                         table[orjson.loads(key)[0]] = orjson.loads(value)
                 else:
-                    target = partition_for(key, n_records) if output.by_key else partition
-                    middle[target].append((orjson.loads(value), clock))
+                    target = partition_for(key, partitions[name]) if output.by_key else partition
+                    queues[name][target].append((orjson.loads(value), clock))
             if attempt == 0 and rng.random() < 0.2:
                 continue  # a crash: outputs written, state not committed, the batch runs again
-            stage_states[partition].commit(result)
+            states[source][partition].commit(result)
             break
         for _ in batch:
             queue.popleft()
 
-    while any(inbox.values()) or any(middle.values()):
-        if any(inbox.values()) and (not any(middle.values()) or rng.random() < 0.5):
-            step(inbox, identity, states[0])
+    while True:
+        busy = [source for source in sources if any(queues[source].values())]
+        if not busy:
+            return table
+        # events enter at their own pace: half the steps while any are left
+        if "profile/events" in busy and (len(busy) == 1 or rng.random() < 0.5):
+            step("profile/events")
         else:
-            step(middle, records, states[1])
-    return table
+            step(rng.choice([s for s in busy if s != "profile/events"]))
 
 
 def reference(events: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, Any]]:
@@ -152,9 +169,10 @@ def reference(events: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, A
         properties: dict[str, Any] = {
             "n": len(order),
             "total": sum(d["data"]["amount"] for d in buys),
+            "buys": len(buys),
         }
         if tags:
-            properties["label"] = tags[-1]
+            properties["label"] = properties["handle"] = tags[-1]
             first_at = min(d["occurredAt"] for d, _ in order if d["type"] == "tag")
             ties = [d for d, _ in order if d["type"] == "tag" and d["occurredAt"] == first_at]
             properties["first"] = ties[-1]["data"]["label"]
@@ -169,7 +187,7 @@ def reference(events: list[tuple[dict[str, Any], int]]) -> dict[str, dict[str, A
         doc["createdAt"] = min(d["occurredAt"] for d, _ in order)
         doc["updatedAt"] = max(d["occurredAt"] for d, _ in order)
         out[record] = doc
-    return out
+    return {doc["id"]: doc for doc in uniqueness.reference(list(out.values()), UNIQUE)}
 
 
 @st.composite

@@ -13,6 +13,7 @@ from derivations.profiles.uniqueness import (
     index_key,
     reference,
     release,
+    seniority_of,
     to_tell,
 )
 
@@ -59,14 +60,38 @@ def test_index_keys_keep_types_apart() -> None:
 
 
 def test_reference_keeps_the_value_with_the_senior_record() -> None:
+    at = "2024-05-0{}T10:00:00Z".format
     docs = [
-        {"id": "u1", "properties": {"email": "a@x.io", "ltv": 3}},
-        {"id": "u2", "properties": {"email": "a@x.io"}, "invalid": {"phone": "'1' is not ..."}},
-        {"id": "u3", "properties": {"email": "b@x.io"}},
+        {"id": "u1", "properties": {"email": "a@x.io", "ltv": 3}, "createdAt": at(9)},
+        {
+            "id": "u2",
+            "properties": {"email": "a@x.io"},
+            "invalid": {"phone": "'1' is not ..."},
+            "createdAt": at(2),
+        },
+        {"id": "u3", "properties": {"email": "b@x.io"}, "createdAt": at(1)},
+        {"id": "u0", "properties": {"email": "a@x.io"}, "createdAt": at(2)},
     ]
-    got = reference(docs, ["email"], {"u1": [9], "u2": [2], "u3": [1]})
+    got = reference(docs, ["email"])
     assert got == [
-        {"id": "u1", "properties": {"ltv": 3}, "invalid": {"email": "duplicate of record u2"}},
-        {"id": "u2", "properties": {"email": "a@x.io"}, "invalid": {"phone": "'1' is not ..."}},
-        {"id": "u3", "properties": {"email": "b@x.io"}},
+        {
+            "id": "u1",
+            "properties": {"ltv": 3},
+            "invalid": {"email": "duplicate of record u0"},
+            "createdAt": at(9),
+        },
+        {
+            "id": "u2",
+            "properties": {},
+            "invalid": {"phone": "'1' is not ...", "email": "duplicate of record u0"},
+            "createdAt": at(2),
+        },
+        {"id": "u3", "properties": {"email": "b@x.io"}, "createdAt": at(1)},
+        {"id": "u0", "properties": {"email": "a@x.io"}, "createdAt": at(2)},
     ]
+    assert list(got[0]) == ["id", "properties", "invalid", "createdAt"]
+
+
+def test_seniority_is_the_instant_whatever_the_offset() -> None:
+    assert seniority_of("2024-05-01T12:00:00+02:00") == seniority_of("2024-05-01T10:00:00Z")
+    assert seniority_of("2024-05-01T10:00:00.5Z") > seniority_of("2024-05-01T10:00:00Z")

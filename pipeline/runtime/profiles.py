@@ -20,7 +20,8 @@ changed value, a merged-away record). The unique stage keeps every value's claim
 and tells those whose holder changed, with `{"r", "k": property, "v", "h": holder}` into
 `<records>.identified`; a record that is not the holder of its value shows no value and
 `invalid: "duplicate of record <holder>"` (`derivations.profiles.uniqueness`). Until told, a
-record shows its value. Claims and tells set, never add, so their replays change nothing.
+record shows its value (so being told it holds it writes no new document). Claims and tells
+set, never add, so their replays change nothing.
 
 Every hop is at least once (a batch is replayed after a crash before its commit), so both stages
 make their effects idempotent: the records stage remembers the events (`d:<event id>`) and moves
@@ -193,6 +194,7 @@ class RecordsTask:
             return found
 
         touched: dict[str, None] = {}
+        told: dict[str, None] = {}
         current: Record | None
         for doc, timestamp in items:
             record_id = doc["r"]
@@ -224,6 +226,9 @@ class RecordsTask:
                 if mine["v"].get(prop, _NONE) != doc["v"] or mine["h"].get(prop) == doc["h"]:
                     continue  # told about a value it no longer claims, or nothing new
                 held[record_id] = {**mine, "h": {**mine["h"], prop: doc["h"]}}
+                if doc["h"] == record_id and mine["h"].get(prop, record_id) == record_id:
+                    told[record_id] = None  # shown before and after: no new document
+                    continue
                 if load(record_id) is None:
                     continue
             else:
@@ -248,6 +253,9 @@ class RecordsTask:
                     lost = self._claim(record_id, document, mine, stored, result)
                     document = uniqueness.losing(document, lost)
                 result.documents.append((self.documents, _key(record_id), orjson.dumps(document)))
+        for record_id in told:
+            if record_id not in touched:
+                changes[CLAIMED + record_id.encode()] = orjson.dumps(held[record_id])
         for key, timestamp in seen.items():
             changes[key] = timestamp.to_bytes(8, "big")
         return result

@@ -6,6 +6,11 @@ shuffle key, with our producers' partitioner) is the partition it was read from 
 once; the others are re-keyed into the shuffle topic for their owner. Everything our own
 producers write is already in the right partition, so well-keyed input skips the extra hop.
 
+The internal collections between the profile stages are the exception: only those stages write
+them, each record keyed into its owner's partition by the same partitioner, from documents they
+built themselves, so their records are decoded and processed as they come (no validation, no
+re-keying, and not counted as events in).
+
 A `Router` per source holds what routing needs (validator, shuffle key, topics, partition
 count) so that `pipeline.runtime.derive` only hands it records and a `BatchWriter`.
 """
@@ -19,6 +24,7 @@ import orjson
 from aiokafka import ConsumerRecord
 
 from pipeline.catalog import Catalog
+from pipeline.catalog.profiles import internal_collections
 from pipeline.documents.validation import Validator
 from pipeline.figures import Stats
 from pipeline.runtime.batches import BatchWriter
@@ -35,6 +41,8 @@ class Router:
         self, catalog: Catalog, source: str, task: Shuffling, names: Names, stats: Stats
     ) -> None:
         self.shuffle_key = task.shuffle_key
+        profiles = catalog.profiles
+        self.internal = profiles is not None and source in internal_collections(profiles)
         self.validator = Validator(catalog.collections[source].schema)
         self.shuffle_topic = names.shuffle(source)
         self.dead_letter_topic = names.dead_letter(source)
@@ -51,6 +59,10 @@ class Router:
         """Validate source records: invalid ones to the dead-letter topic, those whose shuffle
         partition is `partition_read` into `here`, the others to the shuffle topic for their
         owner."""
+        if self.internal:
+            loads = orjson.loads
+            here.extend([(loads(r.value), r.timestamp) for r in records])
+            return
         shuffle_key = self.shuffle_key
         validator = self.validator
         shuffle_topic = self.shuffle_topic

@@ -1,5 +1,5 @@
 """The catalog's `profiles:` section (SPEC 8): checked by `derivations.profiles.spec`, and turned
-into the two stages that build records, as derivations the runtime runs like any other.
+into the stages that build records, as derivations the runtime runs like any other.
 
 - identity: `events` shuffled by anonymousId (the userId when there is none), so one owner sees
   every event of a device in arrival order. It links anonymousIds to userIds and writes each
@@ -11,8 +11,9 @@ into the two stages that build records, as derivations the runtime runs like any
   value); the index there tells each claimant who holds the value, back through
   `<records>.identified` (`derivations.profiles.uniqueness` says who does).
 
-The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`): they need more than the
-publish/update contract of user derivations (state of other keys, deletes, moving a record).
+The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`, `UNIQUE`): they need more
+than the publish/update contract of user derivations (state of other keys, deletes, moving a
+record).
 """
 
 from __future__ import annotations

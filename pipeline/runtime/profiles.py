@@ -23,7 +23,7 @@ and tells those whose holder changed, with `{"r", "k": property, "v", "h": holde
 record shows its value (so being told it holds it writes no new document). Claims and tells
 set, never add, so their replays change nothing.
 
-Every hop is at least once (a batch is replayed after a crash before its commit), so both stages
+Every hop is at least once (a batch is replayed after a crash before its commit), so the stages
 make their effects idempotent: the records stage remembers the events (`d:<event id>`) and moves
 (`m:<event id>`) it applied, for the events collection's dedup window. A replayed merge command
 finds no state and does nothing; a replayed move is dropped by its id. Processing is a function

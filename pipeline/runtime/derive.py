@@ -174,28 +174,25 @@ class Deriver:
                 f"source partitions {stray} were assigned without their shuffle partitions: "
                 "every worker must run the same catalog (range assignment co-partitions them)"
             )
-        fresh: dict[str, dict[int, PartitionState]] = {}
+        fresh: dict[TopicPartition, TopicPartition] = {}  # changelog partition -> owner
         for tp in sorted(owned):
             if tp not in self.states:
-                state = PartitionState(self._state_dir(tp))
-                self.states[tp] = state
-                fresh.setdefault(tp.topic, {})[tp.partition] = state
-        for topic, states in fresh.items():
-            source = self.source_of_shuffle[topic]
-            changelog = self.names.changelog(source)
-            try:
-                await restore(self.bootstrap, producer, changelog, states)
-            except BrokerStateLost:
-                if self.settings.on_state_lost != "rebuild":
-                    raise
-                log.warning(
-                    "broker lost its data; rebuilding local state of %s from scratch", topic
-                )
-                for p, state in states.items():
-                    state.wipe()
-                    tp = TopicPartition(topic, p)
-                    states[p] = self.states[tp] = PartitionState(self._state_dir(tp))
-                await restore(self.bootstrap, producer, changelog, states)
+                self.states[tp] = PartitionState(self._state_dir(tp))
+                changelog = self.names.changelog(self.source_of_shuffle[tp.topic])
+                fresh[TopicPartition(changelog, tp.partition)] = tp
+        try:
+            await restore(self.bootstrap, producer, {c: self.states[o] for c, o in fresh.items()})
+        except BrokerStateLost:
+            if self.settings.on_state_lost != "rebuild":
+                raise
+            log.warning(
+                "broker lost its data; rebuilding the local state of %s from scratch",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh.values()),
+            )
+            for tp in fresh.values():
+                self.states[tp].wipe()
+                self.states[tp] = PartitionState(self._state_dir(tp))
+            await restore(self.bootstrap, producer, {c: self.states[o] for c, o in fresh.items()})
         log.info(
             "derive: assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(owned))
         )

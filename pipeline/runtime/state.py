@@ -158,53 +158,53 @@ def add_changelog(
 async def restore(
     bootstrap: str,
     producer: AIOKafkaProducer,
-    changelog_topic: str,
-    states: dict[int, PartitionState],
+    states: dict[TopicPartition, PartitionState],
 ) -> None:
-    """Bring each partition's local state up to its changelog's last marker.
+    """Bring each partition's local state up to its changelog's last marker (`states` by
+    changelog partition: every changelog is read at once, by one consumer).
 
-    Raises BrokerStateLost when the changelog is shorter than what the local state was built
+    Raises BrokerStateLost when a changelog is shorter than what the local state was built
     from: the broker lost data (the embedded broker keeps nothing across its restarts).
     """
-    starts = {TopicPartition(changelog_topic, p): s.changelog_next for p, s in states.items()}
-    torn: dict[int, Changes] = {p: {} for p in states}
-    applied = 0
+    starts = {tp: s.changelog_next for tp, s in states.items()}
+    torn: dict[TopicPartition, Changes] = {tp: {} for tp in states}
+    applied: dict[str, int] = {}
     try:
         async for records in read_to_end(bootstrap, starts):
             for record in records:
-                p = record.partition
+                tp = TopicPartition(record.topic, record.partition)
                 if record.key == MARKER:
-                    state = states[p]
+                    state = states[tp]
                     position = orjson.loads(record.value)
                     state.apply(
-                        torn[p], record.offset + 1, position["input"], position.get("source", 0)
+                        torn[tp], record.offset + 1, position["input"], position.get("source", 0)
                     )
-                    applied += len(torn[p])
-                    torn[p] = {}
+                    applied[tp.topic] = applied.get(tp.topic, 0) + len(torn[tp])
+                    torn[tp] = {}
                 else:
-                    torn[p][record.key] = record.value
+                    torn[tp][record.key] = record.value
     except OffsetBeyondEnd as exc:
-        state = states[exc.tp.partition]
+        state = states[exc.tp]
         raise BrokerStateLost(
             f"changelog {exc.tp.topic}[{exc.tp.partition}] ends before offset {exc.offset}, "
             f"which the local state in {state.path} was built from: the broker lost its data "
             "(the embedded broker keeps nothing across restarts). Delete that directory, or set "
             "SEGFLOW_ON_STATE_LOST=rebuild, to rebuild from what the broker has now."
         ) from exc
-    for p, changes in torn.items():
+    for tp, changes in torn.items():
         if not changes:
             continue
-        state = states[p]
+        state = states[tp]
         rollback = dict(zip(changes, state.get_many(list(changes)), strict=True))
-        tp = TopicPartition(changelog_topic, p)
         writer = BatchWriter(producer)
         add_changelog(writer, tp, rollback, state.input_next, state.source_next)
         state.apply({}, (await writer.flush())[tp], state.input_next)
         log.warning(
             "%s[%d]: rolled back %d change(s) of a batch that did not commit",
-            changelog_topic,
-            p,
+            tp.topic,
+            tp.partition,
             len(changes),
         )
-    if applied:
-        log.info("%s: restored %d change(s) from the changelog", changelog_topic, applied)
+    for topic, count in sorted(applied.items()):
+        if count:
+            log.info("%s: restored %d change(s) from the changelog", topic, count)

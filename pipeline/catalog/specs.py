@@ -86,6 +86,18 @@ class Catalog:
     profiles: ProfilesSpec | None = None
     """The `profiles:` section (SPEC 8), whose stages are among `derivations`."""
 
+    def captured_source(self, name: str) -> str:
+        """The captured collection a derived collection's documents come from, through every
+        stage (`profile/records` and the profile stages' internal collections: the product
+        events); `name` itself when it is captured. For what producers should write instead."""
+        seen: set[str] = set()
+        while name in self.derivations and name not in seen:
+            seen.add(name)
+            name = self.derivations[name].source
+        if name in seen and self.profiles is not None:
+            return self.profiles.events  # the unique stage reads what the records stage writes
+        return name
+
     def derivations_from(self, source: str) -> list[DerivationSpec]:
         """The derivations reading `source`, in declaration order."""
         return [d for d in self.derivations.values() if d.source == source]

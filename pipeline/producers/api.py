@@ -173,7 +173,7 @@ class _Ingest:
             return auth
         collection = request.match_info["collection"]
         if collection in self.catalog.derivations:
-            source = self.catalog.derivations[collection].source
+            source = self.catalog.captured_source(collection)
             return _error(
                 403, f"collection {collection!r} is derived from {source!r}; ingest into {source!r}"
             )

@@ -100,7 +100,7 @@ def source_collection(catalog: Catalog, name: str) -> CollectionSpec:
             f"unknown collection {name!r}{hint}; expected one of {sorted(catalog.collections)}"
         )
     if name in catalog.derivations:
-        source = catalog.derivations[name].source
+        source = catalog.captured_source(name)
         raise SegflowError(
             f"collection {name!r} is derived from {source!r}; write to {source!r} instead"
         )

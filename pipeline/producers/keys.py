@@ -231,7 +231,7 @@ def parse_collections(text: str, catalog: Catalog) -> list[str]:
     writable = sorted(set(catalog.collections) - set(catalog.derivations))
     for name in names:
         if name in catalog.derivations:
-            source = catalog.derivations[name].source
+            source = catalog.captured_source(name)
             raise SegflowError(
                 f"collection {name!r} is derived from {source!r} and cannot be ingested;"
                 f" expected one of {writable}"

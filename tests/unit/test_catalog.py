@@ -440,6 +440,14 @@ def test_the_shipped_catalog_declares_the_profile_stages() -> None:
     assert catalog.collections["profile/records.claims"].key == ("/k",)
 
 
+def test_producers_are_sent_to_the_captured_collection_behind_every_stage() -> None:
+    catalog = load_catalog(REPO / "catalog", env={})
+    for derived in ("profile/records", "profile/records.identified", "profile/records.claims"):
+        assert catalog.captured_source(derived) == "profile/events"
+    assert catalog.captured_source("segment/toggles") == "segment/events"
+    assert catalog.captured_source("segment/events") == "segment/events"
+
+
 def test_profiles_need_their_collections(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("profiles:\n  properties: {}\n")

@@ -19,11 +19,12 @@ there *before* the transaction that moves the checkpoint past them commits — s
 and everybody else's rows land. `segflow dlq replay` re-sends the current document of each
 parked key.
 
-profile/records has a statement of its own (`shapes.RECORDS`): writing an identified record
-deletes the `anon:` rows of the devices it lists, in the same statement, and an `anon:` row is
-not written while another row lists its device, so a merge is one transaction and a stale
-anonymous document read late from another partition cannot bring a merged row back. In a table
-of whole documents (a collection without its own shape) a tombstone deletes its key's row.
+The profile records collection (`profiles.records`, whatever its name) has a statement of its
+own (`shapes.RECORDS`): writing an identified record deletes the `anon:` rows of the devices it
+lists, in the same statement, and an `anon:` row is not written while another row lists its
+device, so a merge is one transaction and a stale anonymous document read late from another
+partition cannot bring a merged row back. In a table of whole documents (a collection without
+its own shape) a tombstone deletes its key's row.
 
 Writes commit with `synchronous_commit = off`: a commit Postgres loses in a crash takes its
 checkpoint with it, so those records are simply written again from the broker; nothing is lost

@@ -161,7 +161,6 @@ SHAPES: Mapping[str, Shape] = {
         ),
         key=("event",),
     ),
-    "profile/records": RECORDS,
 }
 
 
@@ -174,7 +173,10 @@ GENERIC = Shape(
 
 
 def shape_of(binding: BindingSpec) -> Shape:
-    """The binding's collection's shape; GENERIC for one without its own."""
+    """The binding's collection's shape: RECORDS for the profile records (whatever their
+    collection's name), the segment collections' own, GENERIC for any other."""
+    if binding.records:
+        return RECORDS
     return SHAPES.get(binding.source, GENERIC)
 
 

@@ -6,6 +6,7 @@ carrying every problem (file, JSON pointer inside it, reason), never just the fi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pipeline.catalog.places import Entry, File, Place
 from pipeline.catalog.profiles import check_profiles
 from pipeline.catalog.readers import mapping
 from pipeline.catalog.schemas import SchemaFiles
-from pipeline.catalog.specs import Catalog, DerivationSpec
+from pipeline.catalog.specs import Catalog, DerivationSpec, MaterializationSpec
 from pipeline.catalog.yaml_files import UniqueKeyLoader, catalog_files, yaml_error
 from pipeline.documents import pointers
 from pipeline.documents.schema import Schema
@@ -129,12 +130,26 @@ class _Loader:
             name: check_materialization(entry, checked)
             for name, entry in self.entries["materializations"].items()
         }
+        valid_materializations = {k: v for k, v in materializations.items() if v is not None}
+        if profiles is not None:
+            valid_materializations = {
+                name: _marking_records(spec, profiles.records)
+                for name, spec in valid_materializations.items()
+            }
         return Catalog(
             MappingProxyType({k: v for k, v in checked.items() if v is not None}),
             MappingProxyType(valid_derivations),
-            MappingProxyType({k: v for k, v in materializations.items() if v is not None}),
+            MappingProxyType(valid_materializations),
             profiles,
         )
+
+
+def _marking_records(spec: MaterializationSpec, records: str) -> MaterializationSpec:
+    """`spec` with its bindings of the profile records collection marked as such."""
+    bindings = tuple(
+        dataclasses.replace(b, records=True) if b.source == records else b for b in spec.bindings
+    )
+    return dataclasses.replace(spec, bindings=bindings)
 
 
 def load_catalog(paths: Sequence[Path] | Path, env: Mapping[str, str] | None = None) -> Catalog:

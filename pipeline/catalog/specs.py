@@ -63,6 +63,9 @@ class BindingSpec:
 
     source: str
     table: str | None
+    records: bool = False
+    """The source is the `profiles:` section's records collection, whatever its name: its rows
+    take the records shape (SPEC 8.5)."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ PROFILE_QUERIES = {
     "record_counts",
     "property_problems",
 }
-RECORDS = BindingSpec("profile/records", "profile_records")
+RECORDS = BindingSpec("profile/records", "profile_records", records=True)
 TOPIC = "profile.records"
 
 

@@ -448,6 +448,35 @@ def test_producers_are_sent_to_the_captured_collection_behind_every_stage() -> N
     assert catalog.captured_source("segment/events") == "segment/events"
 
 
+def test_a_records_collection_of_any_name_is_materialized_as_records(tmp_path: Path) -> None:
+    from materializations.postgres.shapes import GENERIC, RECORDS, shape_of
+
+    schemas = REPO / "schemas"
+    path = tmp_path / "people.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            collections:
+              people/events: {{schema: {schemas}/profile-event.schema.yaml, key: [/id]}}
+              people/records: {{schema: {schemas}/profile-record.schema.yaml, key: [/id]}}
+              profile/records: {{schema: {schemas}/profile-record.schema.yaml, key: [/id]}}
+            profiles:
+              events: people/events
+              records: people/records
+              properties: {{}}
+            materializations:
+              tables:
+                postgres: {{dsn: "postgresql://x/y", schema: public}}
+                bindings:
+                  - {{source: people/records, table: people}}
+                  - {{source: profile/records, table: not_the_records}}
+            """
+        )
+    )
+    bindings = load_catalog(path, env={}).materializations["tables"].bindings
+    assert [shape_of(b) for b in bindings] == [RECORDS, GENERIC]
+
+
 def test_profiles_need_their_collections(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("profiles:\n  properties: {}\n")

@@ -70,18 +70,29 @@ def _window_ms(catalog: Catalog, collection: str) -> int | None:
     return None if window is None else int(window * 1000)
 
 
-class IdentityTask:
-    """Stage 1: events to record ids (module docstring)."""
+class _Stage:
+    """What every profile stage has: the `profiles:` section, its source and shuffle key."""
 
     def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        assert catalog.profiles is not None
+        profiles = catalog.profiles
+        assert profiles is not None
+        self.profiles = profiles
         (spec,) = catalog.derivations_from(source)
         self.source = catalog.collections[source]
         self.shuffle_key = spec.shuffle_encoder()
+        middle = catalog.collections[identified(profiles.records)]
+        self.into_records = Output(middle, topic_of(middle.name), _record_key, None, b"", True)
+        """`<records>.identified`, partitioned by record: the records stage's input."""
+
+
+class IdentityTask(_Stage):
+    """Stage 1: events to record ids (module docstring)."""
+
+    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
+        super().__init__(catalog, source, topic_of)
         self.dedup_key = pointers.key_encoder(self.source.key)
         self.dedup_window_ms = _window_ms(catalog, source)
-        target = catalog.collections[identified(catalog.profiles.records)]
-        self.output = Output(target, topic_of(target.name), _record_key, None, b"", by_key=True)
+        self.output = self.into_records
         self.outputs = [self.output]
 
     def process_documents(
@@ -133,20 +144,17 @@ class IdentityTask:
         return result
 
 
-class RecordsTask:
+class RecordsTask(_Stage):
     """Stage 2: record states and documents, and the merges between them (module docstring)."""
 
     def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        profiles = catalog.profiles
-        assert profiles is not None
-        (spec,) = catalog.derivations_from(source)
-        self.source = catalog.collections[source]
-        self.shuffle_key = spec.shuffle_encoder()
+        super().__init__(catalog, source, topic_of)
+        profiles = self.profiles
         self.records = Records.of(profiles)
         self.window_ms = _window_ms(catalog, profiles.events)
         target = catalog.collections[profiles.records]
         self.documents = Output(target, topic_of(target.name), _record_key, None, b"")
-        self.moves = Output(self.source, topic_of(self.source.name), _record_key, None, b"", True)
+        self.moves = self.into_records  # its own source
         self.outputs = [self.documents, self.moves]
         self.unique = tuple(name for name, p in profiles.properties.items() if p.unique)
         if self.unique:
@@ -300,18 +308,13 @@ class RecordsTask:
         return {p: h for p, h in now["h"].items() if h != record_id}
 
 
-class UniqueTask:
+class UniqueTask(_Stage):
     """Stage 3: the index of unique values, telling claimants who holds theirs (module
     docstring)."""
 
     def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        profiles = catalog.profiles
-        assert profiles is not None
-        (spec,) = catalog.derivations_from(source)
-        self.source = catalog.collections[source]
-        self.shuffle_key = spec.shuffle_encoder()
-        target = catalog.collections[identified(profiles.records)]
-        self.tells = Output(target, topic_of(target.name), _record_key, None, b"", by_key=True)
+        super().__init__(catalog, source, topic_of)
+        self.tells = self.into_records
         self.outputs = [self.tells]
 
     def process_documents(

@@ -77,3 +77,8 @@ class ProfilesSpec:
     group_vendor: int | None = None
     properties: Mapping[str, PropertySpec] = field(default_factory=dict)
     groups: Mapping[str, GroupSpec] = field(default_factory=dict)
+
+    @property
+    def unique(self) -> tuple[str, ...]:
+        """The names of the `unique: true` properties, in declaration order."""
+        return tuple(name for name, prop in self.properties.items() if prop.unique)

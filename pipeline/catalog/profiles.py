@@ -63,7 +63,7 @@ def claims(records: str) -> str:
 
 def internal_collections(spec: ProfilesSpec) -> tuple[str, ...]:
     """The internal collections the profile stages of `spec` write."""
-    if any(p.unique for p in spec.properties.values()):
+    if spec.unique:
         return identified(spec.records), claims(spec.records)
     return (identified(spec.records),)
 

@@ -156,7 +156,7 @@ class RecordsTask(_Stage):
         self.documents = Output(target, topic_of(target.name), _record_key, None, b"")
         self.moves = self.into_records  # its own source
         self.outputs = [self.documents, self.moves]
-        self.unique = tuple(name for name, p in profiles.properties.items() if p.unique)
+        self.unique = profiles.unique
         if self.unique:
             index = catalog.collections[claims(profiles.records)]
             self.claims = Output(index, topic_of(index.name), _claim_key, None, b"", True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from derivations.profiles.uniqueness import duplicate_reason
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.producers.generate import BrokerSink, EventGenerator, Mix, pace
 from pipeline.producers.product_events import ProductEventGenerator, ProductMix
@@ -103,8 +104,9 @@ async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
                 " filter (where user_id is not null), 0),"
                 " count(*) filter (where cardinality(anonymous_ids) > 1),"
                 " coalesce(sum((properties ->> 'purchases')::int), 0),"
-                " count(*) filter (where invalid::text like '%\"duplicate of record %')"
-                f" from {table}"
+                " count(*) filter (where invalid::text like %s)"
+                f" from {table}",
+                (f'%"{duplicate_reason("")}%',),  # the reason's wording, whoever holds it
             )
             row = await cursor.fetchone()
     except psycopg.Error as exc:  # not created yet, or Postgres busy: say so, keep going

@@ -84,6 +84,9 @@ class Stats:
     redeliveries: int = 0
     identity_conflicts: int = 0
     records_merged: int = 0
+    group_changes: int = 0
+    group_evaluations: int = 0
+    timers_fired: int = 0
     documents_out: int = 0
     documents_by_collection: Counter[str] = field(default_factory=Counter)
     batches: int = 0

@@ -2,6 +2,8 @@
 
 The state is plain JSON: `{"p": {property: aggregate state}, "a": [anonymousIds, sorted],
 "c": earliest occurredAt, "u": latest occurredAt}` (the last two as `min`/`max` date aggregates).
+Other keys (group memberships: `membership`) are the runtime's; `apply` keeps them, `merge`
+keeps the first record's.
 Every part merges order-independently, so a record merged from an anonymous one equals the record
 built as if every event had gone to the person (`aggregates` says why).
 
@@ -41,6 +43,15 @@ def order_of(event: Mapping[str, Any], arrival_ms: int) -> Order:
 
 _TYPES_KEPT = 1000
 """Event types whose properties are remembered (`Records.taking`); others are looked up."""
+
+
+def _linked(anonymous: list[str], anonymous_id: str | None) -> list[str]:
+    """The sorted anonymousIds with `anonymous_id` in them (the same list if it was)."""
+    if anonymous_id is None or anonymous_id in anonymous:
+        return anonymous
+    out = list(anonymous)
+    bisect.insort(out, anonymous_id)
+    return out
 
 
 @dataclass(frozen=True)
@@ -96,13 +107,24 @@ class Records:
             after = take(before if before is not None else {}, event, order, occurred)
             if after is not before and after:
                 aggregates[name] = after
-        anonymous = state["a"]
-        if anonymous_id is not None and anonymous_id not in anonymous:
-            anonymous = list(anonymous)
-            bisect.insort(anonymous, anonymous_id)
         return {
+            **state,
             "p": aggregates,
-            "a": anonymous,
+            "a": _linked(state["a"], anonymous_id),
+            "c": _ADD_CREATED(state["c"], occurred, order),
+            "u": _ADD_UPDATED(state["u"], occurred, order),
+        }
+
+    def stamp(
+        self, state: Record, event: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
+    ) -> Record:
+        """`state` with a document applied that sets no property (a manual group membership):
+        its occurredAt counts for createdAt and updatedAt, its anonymousId links."""
+        order = order_of(event, arrival_ms)
+        occurred = normalise("date", event["occurredAt"])
+        return {
+            **state,
+            "a": _linked(state["a"], anonymous_id),
             "c": _ADD_CREATED(state["c"], occurred, order),
             "u": _ADD_UPDATED(state["u"], occurred, order),
         }
@@ -118,6 +140,7 @@ class Records:
                 theirs if ours is None else self.properties[name].aggregate.merge(ours, theirs)
             )
         return {
+            **a,
             "p": aggregates,
             "a": sorted(set(a["a"]) | set(b["a"])),
             "c": _CREATED.merge(a["c"], b["c"]),

@@ -6,14 +6,17 @@ into the stages that build records, as derivations the runtime runs like any oth
   event, with the id of the record it belongs to, into the internal collection
   `<records>.identified`, partitioned by that record id.
 - records: `<records>.identified` (already in its owners' partitions) into `records`.
+- members, when `groupMembers` is declared: manual memberships into the identity stage's
+  shuffle topic, keyed like product events, so they reach their person's record through the
+  same links and merges (an anonymousId's membership follows it into the person's record).
 - unique, only when a property is `unique: true`: the records stage writes each record's claims
   on the values of its unique properties into `<records>.claims`, partitioned by (property,
   value); the index there tells each claimant who holds the value, back through
   `<records>.identified` (`derivations.profiles.uniqueness` says who does).
 
-The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`, `UNIQUE`): they need more
-than the publish/update contract of user derivations (state of other keys, deletes, moving a
-record).
+The stages' transforms are the runtime's own (`IDENTITY`, `RECORDS`, `UNIQUE`, `MEMBERS`): they
+need more than the publish/update contract of user derivations (state of other keys, deletes,
+moving a record).
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ from pipeline.documents.schema import Schema, schema_of
 IDENTITY = "segflow:profiles-identity"
 RECORDS = "segflow:profiles-records"
 UNIQUE = "segflow:profiles-unique"
-STAGES = (IDENTITY, RECORDS, UNIQUE)
+MEMBERS = "segflow:profiles-members"
+STAGES = (IDENTITY, RECORDS, UNIQUE, MEMBERS)
+SEGMENT_EVENTS = "segment/events"
+"""Where groups' membership changes go (SPEC 8.4): the segmentation path's captured events."""
 
 _IDENTIFIED_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -59,6 +65,12 @@ def identified(records: str) -> str:
 def claims(records: str) -> str:
     """The internal collection of claims on unique values (the unique stage's source)."""
     return records + ".claims"
+
+
+def routed(group_members: str) -> str:
+    """The name the members stage is kept under in `Catalog.derivations` (it derives no
+    collection of its own: it feeds the identity stage)."""
+    return group_members + ".routed"
 
 
 def internal_collections(spec: ProfilesSpec) -> tuple[str, ...]:
@@ -106,6 +118,21 @@ def check_profiles(
                 if key == "records"
                 else f"'{name}' is derived; product events must be a captured collection"
             )
+    if spec.groups and (SEGMENT_EVENTS not in collections or SEGMENT_EVENTS in derived):
+        place.at("groups").report(
+            f"groups flow into '{SEGMENT_EVENTS}' as segments of vendor groupVendor (SPEC 8.4):"
+            f" declare it as a captured collection (catalog/segment.yaml has it)"
+        )
+        return None, {}, {}
+    manual = [name for name, group in spec.groups.items() if group.manual]
+    members = collections.get(spec.group_members)
+    if manual and (members is None or spec.group_members in derived):
+        place.at("groups", manual[0]).report(
+            f"manual groups take their members from '{spec.group_members}' (SPEC 8.4): declare"
+            " it as a captured collection (catalog/profiles.yaml has it), or name yours with"
+            " 'groupMembers:'"
+        )
+        return None, {}, {}
     source, target = collections.get(spec.events), collections.get(spec.records)
     if source is None or target is None or spec.events in derived or spec.records in derived:
         return None, {}, {}
@@ -128,4 +155,10 @@ def check_profiles(
         # Keyed by its source: `derivations` maps a derived collection to what derives it, and
         # the tells go into `<records>.identified`, which the identity stage derives.
         stages[index] = DerivationSpec(middle, index, ("/k",), None, UNIQUE)
+    if members is not None and spec.group_members not in derived:
+        # Memberships resolve to records through the identity stage's links: this stage hands
+        # them to it, in the identity stage's shuffle partitions.
+        stages[routed(spec.group_members)] = DerivationSpec(
+            middle, spec.group_members, ("/anonymousId", "/userId"), None, MEMBERS, True
+        )
     return spec, internals, stages

@@ -17,6 +17,20 @@ Product events (the catalog's `profiles.events` collection, SPEC 8.1) without `o
 the receiving time (RFC 3339 UTC with milliseconds, `2026-12-02T14:00:00.123Z`), set once the
 whole request passed validation, so the documents written carry it.
 
+`POST /groups/{name}/members` adds people to a manual group (SPEC 8.4) and takes them out, one
+`profile/group-members` document per person (the catalog's `profiles.groupMembers`):
+
+    {"add": [{"userId": "u1"}, {"anonymousId": "d1"}], "remove": [{"userId": 42}]}
+
+Either list may be left out, not both. An item names a person as product events do (`userId`,
+`anonymousId` or both) and may carry the document's `id` (a UUID, to retry with the same ids)
+and `occurredAt`; each document gets a new id and the receiving time otherwise. The checks run
+in the order above: 401; 404 for a group that is unknown or calculated (the answer names the
+manual groups); 403 for a key not scoped to `profile/group-members`; 413 for more than
+`max_documents` items; 400 for a body of another shape (`{"error"}`) or invalid items, each
+problem as `{"list": "add", "index", "path", "message"}` (the item's list, its index there, a
+JSON pointer into the item) and nothing written; 200 `{"accepted": n}`; 503.
+
 Hostile input is answered with a 4xx; a last-resort middleware turns anything unexpected into a
 logged 500 and counts it (`app[UNEXPECTED]`), which the fuzz test requires to stay zero.
 """
@@ -39,6 +53,7 @@ from aiokafka.errors import KafkaError
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError
+from pipeline.producers import members
 from pipeline.producers.keys import KeyInfo, KeyStore, KeyStoreUnavailable, bearer_token
 from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
@@ -138,16 +153,27 @@ class _Ingest:
                 return too_large
         return b"".join(chunks)
 
+    def problems(self, collection: str, doc: dict[str, Any]) -> list[tuple[str, str]]:
+        """(path, message) of every reason `doc` is invalid in `collection`; empty if valid."""
+        try:
+            found = [(p.path, p.message) for p in self.validators[collection].problems(doc)]
+        except RecursionError:  # jsonschema quotes values with repr(), recursively
+            found = [("", "document is nested too deeply")]
+        return [(path, _shorten(message)) for path, message in found]
+
+    def too_many(self, count: int, what: str) -> web.Response | None:
+        if count <= self.max_documents:
+            return None
+        return _error(413, f"{count} {what}; at most {self.max_documents} per request")
+
     def check(self, collection: str, body: bytes) -> list[Any] | web.Response:
         """The documents of a body, or the 400/413 answer to it."""
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(400, f"request body is not JSON: {exc}")
+        parsed = _parse(body)
+        if isinstance(parsed, web.Response):
+            return parsed
         docs = parsed if isinstance(parsed, list) else [parsed]
-        if len(docs) > self.max_documents:
-            return _error(413, f"{len(docs)} documents; at most {self.max_documents} per request")
-        validator = self.validators[collection]
+        if (refused := self.too_many(len(docs), "documents")) is not None:
+            return refused
         errors: list[dict[str, Any]] = []
         for index, doc in enumerate(docs):
             if not isinstance(doc, dict):
@@ -155,17 +181,26 @@ class _Ingest:
                 message = f"expected a JSON object (or an array of objects), got {kind}"
                 errors.append({"index": index, "path": "", "message": message})
                 continue
-            try:
-                problems = [(p.path, p.message) for p in validator.problems(doc)]
-            except RecursionError:  # jsonschema quotes values with repr(), recursively
-                problems = [("", "document is nested too deeply")]
             errors.extend(
-                {"index": index, "path": path, "message": _shorten(message)}
-                for path, message in problems
+                {"index": index, "path": path, "message": message}
+                for path, message in self.problems(collection, doc)
             )
         if errors:
             return _json(400, {"errors": errors})
         return docs
+
+    async def write(self, collection: str, auth: KeyInfo, docs: list[Any]) -> web.Response:
+        """Send valid documents: 200 once the broker acknowledged every one, else 503."""
+        writer = self.writer(collection, auth.producer_id)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await writer.send_all(docs)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("ingest into %s failed: %r", collection, exc)
+            return _error(503, f"the broker did not accept the documents ({exc!r}); retry")
+        except orjson.JSONEncodeError as exc:  # parsed, valid, yet not encodable: be safe
+            return _error(400, f"a document cannot be encoded: {exc}")
+        return _json(200, {"accepted": len(docs)})
 
     async def handle(self, request: web.Request) -> web.Response:
         auth = await self.authenticate(request)
@@ -189,16 +224,56 @@ class _Ingest:
             return docs
         if collection == self.product_events:
             _fill_occurred_at(docs, received_at())
-        writer = self.writer(collection, auth.producer_id)
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT):
-                await writer.send_all(docs)
-        except (KafkaError, TimeoutError) as exc:
-            log.warning("ingest into %s failed: %r", collection, exc)
-            return _error(503, f"the broker did not accept the documents ({exc!r}); retry")
-        except orjson.JSONEncodeError as exc:  # parsed, valid, yet not encodable: be safe
-            return _error(400, f"a document cannot be encoded: {exc}")
-        return _json(200, {"accepted": len(docs)})
+        return await self.write(collection, auth, docs)
+
+    async def handle_members(self, request: web.Request) -> web.Response:
+        """`POST /groups/{name}/members` (module docstring)."""
+        auth = await self.authenticate(request)
+        if isinstance(auth, web.Response):
+            return auth
+        group = request.match_info["name"]
+        refused = members.refusal(self.catalog, group)
+        if refused is not None:
+            return _error(404, refused)
+        collection = members.members_collection(self.catalog)
+        assert collection is not None  # refusal() says so otherwise
+        if not auth.may_write(collection):
+            return _error(403, f"API key {auth.name!r} may not write {collection!r}")
+        body = await self.read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        parsed = _parse(body)
+        if isinstance(parsed, web.Response):
+            return parsed
+        items = members.items_of(parsed)
+        if isinstance(items, str):
+            return _error(400, items)
+        if (too_many := self.too_many(len(items), "people")) is not None:
+            return too_many
+        now = received_at()
+        docs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for item in items:
+            problems = members.item_problems(item.person)
+            if not problems:
+                doc = members.membership(group, item.person, remove=item.list == "remove", now=now)
+                docs.append(doc)
+                problems = self.problems(collection, doc)
+            errors.extend(
+                {"list": item.list, "index": item.index, "path": path, "message": message}
+                for path, message in problems
+            )
+        if errors:
+            return _json(400, {"errors": errors})
+        return await self.write(collection, auth, docs)
+
+
+def _parse(body: bytes) -> Any:
+    """The JSON of a request body, or the 400 answer to it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"request body is not JSON: {exc}")
 
 
 def received_at() -> str:
@@ -248,6 +323,7 @@ def make_app(
     app = web.Application(middlewares=[_last_resort], client_max_size=max_bytes)
     app[UNEXPECTED] = []
     app.router.add_post("/ingest/{collection:.+}", ingest.handle)
+    app.router.add_post("/groups/{name:.+}/members", ingest.handle_members)
     app.router.add_get("/health", _health)
     return app
 

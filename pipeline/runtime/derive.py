@@ -32,10 +32,12 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from pipeline.catalog import Catalog
-from pipeline.catalog.profiles import IDENTITY, RECORDS, STAGES
+from pipeline.catalog.profiles import IDENTITY, MEMBERS, RECORDS, STAGES
 from pipeline.errors import BrokerStateLost, SegflowError
 from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.clock import Clock, wall_clock
+from pipeline.runtime.groups import TIMERS_PER_PASS, MembersTask
 from pipeline.runtime.profiles import IdentityTask, RecordsTask, UniqueTask
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.route import Router
@@ -46,7 +48,7 @@ from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches
 
 log = logging.getLogger(__name__)
 
-Task = DerivationTask | IdentityTask | RecordsTask | UniqueTask
+Task = DerivationTask | IdentityTask | RecordsTask | UniqueTask | MembersTask
 _Computed = tuple[TopicPartition, PartitionState, BatchResult, list[tuple[str, int]]]
 
 
@@ -81,8 +83,10 @@ class Deriver:
         progress: Progress,
         stopping: asyncio.Event,
         fail: Callable[[Exception], None],
+        clock: Clock = wall_clock,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.names = names
         self.bootstrap = bootstrap
         self.group = group
@@ -92,7 +96,7 @@ class Deriver:
         self.stopping = stopping
         self.fail = fail
         self.tasks = {
-            source: make_task(catalog, source, names.collection)
+            source: make_task(catalog, source, names.collection, clock, names.shuffle)
             for source in sorted({d.source for d in catalog.derivations.values()})
         }
         self.routers = {
@@ -144,6 +148,8 @@ class Deriver:
                         await commits.settle()
                     elif generation == self.generation:
                         await self._derive(producer, batch)
+                    if generation == self.generation:
+                        await self._fire(producer)
                 if batch:
                     await hold_fetches(consumer, fetched + pace - loop.time(), self.stopping)
         finally:
@@ -228,8 +234,45 @@ class Deriver:
         writer = BatchWriter(producer)
         with _collector_paused():
             results, source_next, shuffle_next = self._compute(batch, writer)
-        if not results:
-            return
+        if results:
+            await self._commit(writer, results, source_next, shuffle_next)
+
+    async def _fire(self, producer: AIOKafkaProducer) -> None:
+        """Fire the timers due by the clock (relative group rules), as a batch of their own
+        that advances no input position; a pass fires a bounded number per partition, so a
+        cohort flipping at once is spread over loop rounds between event batches."""
+        now = self.clock()
+        writer = BatchWriter(producer)
+        results: list[_Computed] = []
+        more = False
+        with _collector_paused():
+            for owner, state in self.states.items():
+                task = self.tasks[self.source_of_shuffle[owner.topic]]
+                if not isinstance(task, RecordsTask):
+                    continue
+                result = task.fire(state, now)
+                if result is None:
+                    continue
+                more = more or result.timers_fired >= TIMERS_PER_PASS
+                published = [
+                    (output.spec.name, _publish(writer, output, owner.partition, result))
+                    for output in task.outputs
+                ]
+                results.append((owner, state, result, published))
+        if results:
+            await self._commit(writer, results, {}, {})
+        if not more and now > self.progress.timers_through:
+            self.progress.timers_through = now
+            await self.progress.notify()
+
+    async def _commit(
+        self,
+        writer: BatchWriter,
+        results: list[_Computed],
+        source_next: dict[TopicPartition, int],
+        shuffle_next: dict[TopicPartition, int],
+    ) -> None:
+        """Commit computed results whose documents are in `writer` (`pipeline.runtime.state`)."""
         # 1. derived documents, re-routed source records and dead letters, acknowledged
         acked, fed = self.progress.shuffle_acked, self.progress.source_acked
         for tp, end in (await writer.flush()).items():
@@ -238,7 +281,7 @@ class Deriver:
             elif tp.topic in self.source_of_topic:
                 fed[tp] = max(fed.get(tp, 0), end)
         # 2. state changes and markers to the changelog, acknowledged
-        changelog = BatchWriter(producer)
+        changelog = BatchWriter(writer.producer)
         changelog_tps = []
         for owner, state, result, _ in results:
             source = self.source_of_shuffle[owner.topic]
@@ -273,6 +316,9 @@ class Deriver:
             self.stats.redeliveries += result.redeliveries
             self.stats.identity_conflicts += result.conflicts
             self.stats.records_merged += result.merges
+            self.stats.group_changes += result.group_changes
+            self.stats.group_evaluations += result.evaluations
+            self.stats.timers_fired += result.timers_fired
             self.stats.documents_out += len(result.documents)
             for collection, n in published:
                 by_collection[collection] += n
@@ -322,7 +368,13 @@ class Deriver:
         return results, source_next, shuffle_next
 
 
-def make_task(catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> Task:
+def make_task(
+    catalog: Catalog,
+    source: str,
+    topic_of: Callable[[str], str],
+    clock: Clock = wall_clock,
+    shuffle_of: Callable[[str], str] | None = None,
+) -> Task:
     """The task of the derivations reading `source`: the profile stages' own, or the generic one."""
     transforms = {d.transform for d in catalog.derivations_from(source)}
     if transforms & set(STAGES):
@@ -334,7 +386,9 @@ def make_task(catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> 
         if IDENTITY in transforms:
             return IdentityTask(catalog, source, topic_of)
         if RECORDS in transforms:
-            return RecordsTask(catalog, source, topic_of)
+            return RecordsTask(catalog, source, topic_of, clock)
+        if MEMBERS in transforms:
+            return MembersTask(catalog, source, shuffle_of or topic_of)
         return UniqueTask(catalog, source, topic_of)
     return DerivationTask(catalog, source, topic_of)
 

@@ -140,6 +140,21 @@ def render(worker: Observed) -> str:
             "Profile events whose anonymousId is linked to another userId (the merge guard).",
             s.identity_conflicts,
         ),
+        (
+            "profile_group_changes_total",
+            "Records joining or leaving calculated groups (each one a segment event).",
+            s.group_changes,
+        ),
+        (
+            "profile_group_evaluations_total",
+            "Groups evaluated for changed records (only those reading a changed property).",
+            s.group_evaluations,
+        ),
+        (
+            "profile_timers_fired_total",
+            "Records whose relative-rule timer fired (a group flipping with no new event).",
+            s.timers_fired,
+        ),
     ):
         out.family(name, "counter", help, [({}, value)])
     out.family(

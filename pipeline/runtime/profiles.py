@@ -4,7 +4,8 @@ Identity (`IdentityTask`), source `profile/events` shuffled by anonymousId: drop
 (the collection's dedup window), resolves each event's record with `derivations.profiles.identity`
 (the links are its state, `l:<anonymousId>`), fills a missing occurredAt from the record
 timestamp, and writes into `<records>.identified`, partitioned by record id:
-- `{"r": record, "e": event, "t": arrival ms, "a": anonymousId it links?}` for every event;
+- `{"r": record, "e": event, "t": arrival ms, "a": anonymousId it links?}` for every event, and
+  the same with `"gm"` for a manual group membership (`MembersTask` hands those over);
 - `{"r": "anon:A", "into": U, "m": event id}` when A links to U and `anon:A` exists.
 
 Records (`RecordsTask`), source `<records>.identified`: keeps each record's state (`R:<id>`),
@@ -33,6 +34,7 @@ input path per device: see README, Guarantees).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,27 +44,31 @@ import orjson
 from derivations.profiles import uniqueness
 from derivations.profiles.identity import resolve, user_id_of
 from derivations.profiles.instants import format_instant, from_epoch_ns
-from derivations.profiles.records import Record, Records
+from derivations.profiles.membership import merge_manual, set_manual
+from derivations.profiles.records import Record, Records, order_of
 from pipeline.catalog import Catalog
 from pipeline.catalog.profiles import claims, identified
 from pipeline.documents import pointers
+from pipeline.runtime.clock import Clock, wall_clock
+from pipeline.runtime.groups import (
+    ARRIVED,
+    NOT_MOVED,
+    RECORD,
+    Grouping,
+    changed_properties,
+    record_key,
+)
 from pipeline.runtime.state import PartitionState
 from pipeline.runtime.task import BatchResult, Output, deduplicate
 
 log = logging.getLogger(__name__)
 
 LINK = b"l:"
-RECORD = b"R:"
 APPLIED = b"d:"
 MOVED = b"m:"
 CLAIMED = b"u:"
 INDEX = b"U:"
 _DELETED: Record = {}
-
-
-def _key(text: str) -> bytes:
-    """The record key of a record id (as `pointers.key_encoder(["/id"])` writes it)."""
-    return orjson.dumps([text])
 
 
 def _window_ms(catalog: Catalog, collection: str) -> int | None:
@@ -134,11 +140,17 @@ class IdentityTask(_Stage):
                 event = {**event, "occurredAt": format_instant(from_epoch_ns(timestamp * 10**6))}
             if resolved.merge is not None:
                 move = {"r": resolved.merge, "into": resolved.record, "m": event["id"]}
-                out.append((output, _key(resolved.merge), dumps(move)))
-            routed: dict[str, Any] = {"r": resolved.record, "e": event, "t": timestamp}
+                out.append((output, record_key(resolved.merge), dumps(move)))
+            # A manual membership (from the members stage) goes on as one, under "gm", with the
+            # record timestamp it arrived with.
+            kind = "e"
+            if "group" in event:
+                kind = "gm"
+                timestamp = event.pop(ARRIVED, timestamp)
+            routed: dict[str, Any] = {"r": resolved.record, kind: event, "t": timestamp}
             if resolved.linked is not None:
                 routed["a"] = resolved.linked
-            out.append((output, _key(resolved.record), dumps(routed)))
+            out.append((output, record_key(resolved.record), dumps(routed)))
         for key, value in links.items():
             result.changes[key] = None if value is None else value.encode()
         return result
@@ -147,9 +159,16 @@ class IdentityTask(_Stage):
 class RecordsTask(_Stage):
     """Stage 2: record states and documents, and the merges between them (module docstring)."""
 
-    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        source: str,
+        topic_of: Callable[[str], str],
+        clock: Clock = wall_clock,
+    ) -> None:
         super().__init__(catalog, source, topic_of)
         profiles = self.profiles
+        self.clock = clock
         self.records = Records.of(profiles)
         self.window_ms = _window_ms(catalog, profiles.events)
         target = catalog.collections[profiles.records]
@@ -161,12 +180,17 @@ class RecordsTask(_Stage):
             index = catalog.collections[claims(profiles.records)]
             self.claims = Output(index, topic_of(index.name), _claim_key, None, b"", True)
             self.outputs.append(self.claims)
+        self.grouping = Grouping.of(catalog, topic_of)
+        if self.grouping is not None:
+            self.outputs.append(self.grouping.segments)
 
     def process_documents(
         self, items: Sequence[tuple[Any, int]], state: PartitionState
     ) -> BatchResult:
         result = BatchResult(events=len(items))
         records: dict[str, Record] = {}
+        loaded: dict[str, Record] = {}
+        """Each record's state as stored before the batch (`_DELETED`: none)."""
         seen: dict[bytes, int] = {}
         records_logic = self.records
 
@@ -175,7 +199,7 @@ class RecordsTask(_Stage):
             if found is None:
                 stored = state.get(RECORD + record_id.encode())
                 found = _DELETED if stored is None else orjson.loads(stored)
-                records[record_id] = found
+                records[record_id] = loaded[record_id] = found
             return None if found is _DELETED else found
 
         def applied(key: bytes, timestamp: int) -> bool:
@@ -203,6 +227,9 @@ class RecordsTask(_Stage):
 
         touched: dict[str, None] = {}
         told: dict[str, None] = {}
+        revealed: dict[str, set[str]] = {}
+        """Unique properties whose holder a tell changed, per record: their shown values did."""
+        merged: set[str] = set()
         current: Record | None
         for doc, timestamp in items:
             record_id = doc["r"]
@@ -217,8 +244,9 @@ class RecordsTask(_Stage):
                 current = load(record_id)
                 if current is None:
                     continue  # moved already (a replayed command), or never anonymous
-                move = {"r": doc["into"], "s": current, "m": doc["m"]}
-                result.documents.append((self.moves, _key(doc["into"]), orjson.dumps(move)))
+                moved = {k: v for k, v in current.items() if k not in NOT_MOVED}
+                move = {"r": doc["into"], "s": moved, "m": doc["m"]}
+                result.documents.append((self.moves, record_key(doc["into"]), orjson.dumps(move)))
                 records[record_id] = _DELETED
                 result.merges += 1
             elif "s" in doc:
@@ -226,8 +254,28 @@ class RecordsTask(_Stage):
                     result.redeliveries += 1
                     continue
                 current = load(record_id)
-                merged = doc["s"] if current is None else records_logic.merge(current, doc["s"])
-                records[record_id] = merged
+                theirs = doc["s"]
+                if current is None:
+                    into = theirs
+                else:
+                    into = records_logic.merge(current, theirs)
+                    if "M" in theirs:
+                        into["M"] = merge_manual(current.get("M"), theirs["M"])
+                records[record_id] = into
+                merged.add(record_id)
+            elif "gm" in doc:
+                member = doc["gm"]
+                if applied(APPLIED + member["id"].encode(), timestamp):
+                    result.redeliveries += 1
+                    continue
+                current = records_logic.stamp(
+                    load(record_id) or records_logic.empty(), member, doc["t"], doc.get("a")
+                )
+                order = order_of(member, doc["t"])
+                current["M"] = set_manual(
+                    current.get("M"), member["group"], not member.get("remove"), order
+                )
+                records[record_id] = current
             elif "h" in doc:
                 mine = claimed(record_id)
                 prop = doc["k"]
@@ -239,34 +287,70 @@ class RecordsTask(_Stage):
                     continue
                 if load(record_id) is None:
                     continue
+                revealed.setdefault(record_id, set()).add(prop)
             else:
                 log.warning("records: ignoring an internal document of unknown form: %r", doc)
                 continue
             touched[record_id] = None
         changes = result.changes
+        grouping = self.grouping
+        now = from_epoch_ns(self.clock())
+        evaluated = 0 if grouping is None else grouping.memberships.evaluated
         for record_id in touched:
             record = records[record_id]
             key = RECORD + record_id.encode()
+            before = loaded[record_id]
             if record is _DELETED:
                 changes[key] = None
-                result.documents.append((self.documents, _key(record_id), None))
+                result.documents.append((self.documents, record_key(record_id), None))
                 if self.unique:
                     mine, stored = claimed(record_id), held_before[record_id]
                     self._claim(record_id, None, mine, stored, result)
-            else:
-                changes[key] = orjson.dumps(record)
-                document = records_logic.document(record_id, record, [])
-                if self.unique:
-                    mine, stored = claimed(record_id), held_before[record_id]
-                    lost = self._claim(record_id, document, mine, stored, result)
-                    document = uniqueness.losing(document, lost)
-                result.documents.append((self.documents, _key(record_id), orjson.dumps(document)))
+                if grouping is not None and before is not _DELETED:
+                    grouping.deleted(record_id, before, now, result)
+                continue
+            document = records_logic.document(record_id, record, [])
+            if self.unique:
+                mine, stored = claimed(record_id), held_before[record_id]
+                lost = self._claim(record_id, document, mine, stored, result)
+                document = uniqueness.losing(document, lost)
+            if grouping is not None:
+                if before is _DELETED or record_id in merged:
+                    changed: set[str] | None = None
+                else:
+                    changed = changed_properties(before["p"], record["p"])
+                    changed.update(revealed.get(record_id, ()))
+                earlier = None if before is _DELETED else before
+                record = grouping.changed(
+                    record_id, earlier, record, document, changed, now, result
+                )
+            changes[key] = orjson.dumps(record)
+            result.documents.append((self.documents, record_key(record_id), orjson.dumps(document)))
         for record_id in told:
             if record_id not in touched:
                 changes[CLAIMED + record_id.encode()] = orjson.dumps(held[record_id])
         for key, timestamp in seen.items():
             changes[key] = timestamp.to_bytes(8, "big")
+        if grouping is not None:
+            result.evaluations = grouping.memberships.evaluated - evaluated
         return result
+
+    def fire(self, state: PartitionState, now_ns: int) -> BatchResult | None:
+        """Fire the timers due by `now_ns` (`Grouping.fire`); None when none were due."""
+        if self.grouping is None:
+            return None
+        return self.grouping.fire(
+            state, now_ns, functools.partial(self._show, state), self.documents
+        )
+
+    def _show(self, state: PartitionState, record_id: str, record: Record) -> dict[str, Any]:
+        """A stored record's document as shown: without the unique values it does not hold."""
+        document = self.records.document(record_id, record, [])
+        if not self.unique:
+            return document
+        held = state.get(CLAIMED + record_id.encode())
+        told = {} if held is None else orjson.loads(held)["h"]
+        return uniqueness.losing(document, {p: h for p, h in told.items() if h != record_id})
 
     def _claim(
         self,
@@ -293,7 +377,7 @@ class RecordsTask(_Stage):
             if before is not _NONE and not same:
                 key = uniqueness.index_key(prop, before)
                 release = {"k": key, "r": record_id, "p": prop, "v": before}
-                out.append((self.claims, _key(key), dumps(release)))
+                out.append((self.claims, record_key(key), dumps(release)))
             if value is _NONE:
                 continue
             now["v"][prop] = value
@@ -302,7 +386,7 @@ class RecordsTask(_Stage):
             if not same or seniority != mine["s"]:
                 key = uniqueness.index_key(prop, value)
                 claim = {"k": key, "r": record_id, "p": prop, "v": value, "s": seniority}
-                out.append((self.claims, _key(key), dumps(claim)))
+                out.append((self.claims, record_key(key), dumps(claim)))
         if now != stored:
             result.changes[CLAIMED + record_id.encode()] = None if document is None else dumps(now)
         return {p: h for p, h in now["h"].items() if h != record_id}
@@ -345,7 +429,7 @@ class UniqueTask(_Stage):
             prop, value = values[key]
             for record_id in uniqueness.to_tell(was, entry):
                 tell = {"r": record_id, "k": prop, "v": value, "h": holder}
-                result.documents.append((self.tells, _key(record_id), dumps(tell)))
+                result.documents.append((self.tells, record_key(record_id), dumps(tell)))
         return result
 
 
@@ -357,8 +441,8 @@ _NONE = object()
 
 
 def _claim_key(doc: Any) -> bytes:
-    return _key(doc["k"])
+    return record_key(doc["k"])
 
 
 def _record_key(doc: Any) -> bytes:
-    return _key(doc["r"] if "r" in doc else doc["id"])
+    return record_key(doc["r"] if "r" in doc else doc["id"])

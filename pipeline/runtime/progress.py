@@ -23,6 +23,8 @@ class Progress:
     source_acked: dict[TopicPartition, int] = field(default_factory=dict)
     """Ends of what the loop itself wrote into source topics (one stage feeding the next)."""
     derived: dict[TopicPartition, int] = field(default_factory=dict)
+    timers_through: int = 0
+    """The clock reading (ns) by which every due timer has fired and committed."""
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def notify(self) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -108,6 +108,14 @@ class PartitionState:
         # One get per key: rocksdict's multi-get costs more per key (≈1.7 µs against ≈1 µs).
         get = self.db.get
         return [get(key) for key in keys]
+
+    def keys_from(self, start: bytes) -> Iterator[bytes]:
+        """Stored keys from `start` on, in order (the caller stops when it has seen enough)."""
+        it = self.db.iter()
+        it.seek(start)
+        while it.valid():
+            yield it.key()
+            it.next()
 
     def apply(
         self,

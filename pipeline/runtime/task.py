@@ -85,6 +85,12 @@ class BatchResult:
     """Profile events whose anonymousId is linked to another person (the merge guard)."""
     merges: int = 0
     """Anonymous profile records merged into a person's."""
+    group_changes: int = 0
+    """Records joining or leaving calculated groups."""
+    evaluations: int = 0
+    """Groups evaluated for changed records (only those reading a changed property)."""
+    timers_fired: int = 0
+    """Records whose relative-rule timer fired."""
 
 
 class DerivationTask:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from pipeline.catalog import Catalog
 from pipeline.figures import LoopFigures, Stats
+from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.derive import Deriver
 from pipeline.runtime.materialize import Materializer, run_in_thread
 from pipeline.runtime.progress import Progress
@@ -51,6 +52,7 @@ class Worker:
         bootstrap: str,
         group: bool = True,
         materialize: bool = True,
+        clock: Clock = wall_clock,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -77,6 +79,7 @@ class Worker:
             progress=self.progress,
             stopping=self.stopping,
             fail=self.fail,
+            clock=clock,
         )
 
     @property

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.catalog.profiles import internal_collections
+from pipeline.catalog.profiles import STAGES, internal_collections
 from pipeline.errors import SegflowError
 from pipeline.runtime.settings import Settings
 from pipeline.tools.embedded import EmbeddedBroker, start_broker
@@ -55,7 +55,7 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
     profiles = catalog.profiles
     internal = 0 if profiles is None else len(internal_collections(profiles))
-    stages = 0 if profiles is None else internal + 1
+    stages = sum(d.transform in STAGES for d in catalog.derivations.values())
     line = (
         f"catalog ok: {len(catalog.collections) - internal} collections, "
         f"{len(catalog.derivations) - stages} derivations, "
@@ -252,10 +252,18 @@ def parser() -> argparse.ArgumentParser:
     add_ingest_parser(sub)
     add_generate_parser(sub)
 
+    from pipeline.tools.groups import add_groups_parser
+
+    add_groups_parser(sub)
+
     read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
     read.add_argument("collection")
     read.add_argument("--follow", "-f", action="store_true", help="keep printing new documents")
     read.set_defaults(func=cmd_read)
+
+    from pipeline.tools.explain import add_explain_parser
+
+    add_explain_parser(sub)
     return p
 
 

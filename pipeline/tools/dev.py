@@ -72,7 +72,10 @@ async def api(settings: Settings, port: int) -> None:
     assert settings.postgres
     name = f"dev-{int(time.time())}"
     key = await create_key(
-        settings.postgres, settings.postgres_schema, name, ["segment/events", "profile/events"]
+        settings.postgres,
+        settings.postgres_schema,
+        name,
+        ["segment/events", "profile/events", "profile/group-members"],
     )
     event = (
         '{"event": "6f1c2d3e-4b5a-4c6d-8e7f-001122334455", "timestamp": '
@@ -87,7 +90,9 @@ async def api(settings: Settings, port: int) -> None:
         f"  curl -H 'Authorization: Bearer {key}' -d '{event}' "
         f"http://127.0.0.1:{port}/ingest/segment/events\n"
         f"  curl -H 'Authorization: Bearer {key}' -d '{product}' "
-        f"http://127.0.0.1:{port}/ingest/profile/events",
+        f"http://127.0.0.1:{port}/ingest/profile/events\n"
+        f'  curl -H \'Authorization: Bearer {key}\' -d \'{{"add": [{{"userId": "you"}}]}}\' '
+        f"http://127.0.0.1:{port}/groups/vip/members",
         flush=True,
     )
     await serve(settings, "127.0.0.1", port)
@@ -118,6 +123,28 @@ async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
         f" {several} on several; {records - identified} anonymous), {purchases} purchases;"
         f" merged {merged}, identity conflicts {conflicts}; {duplicates} lost a unique value"
         " to an older record"
+    )
+
+
+async def groups_line(settings: Settings, vendor: int, changes: int, timers: int) -> str:
+    """Who is in each group now (segment_memberships rows of the groups' vendor), and how many
+    changes there were, how many of them on the clock with no event."""
+    assert settings.postgres
+    table = f'"{settings.postgres_schema}".segment_memberships'
+    try:
+        async with await psycopg.AsyncConnection.connect(settings.postgres) as conn:
+            cursor = await conn.execute(
+                "select segment_name, count(*) filter (where member), count(*)"
+                f" from {table} where vendor = %s group by segment_name order by segment_name",
+                (vendor,),
+            )
+            rows = await cursor.fetchall()
+    except psycopg.Error as exc:
+        return f"groups: not readable yet ({type(exc).__name__})"
+    sizes = ", ".join(f"{name} {members} (of {ever})" for name, members, ever in rows)
+    return (
+        f"groups (segment_memberships, vendor {vendor}): {sizes or 'none yet'};"
+        f" {changes} joins and leaves, records fired by the clock {timers}"
     )
 
 
@@ -159,6 +186,10 @@ async def _run(
             if catalog.profiles is not None and settings.postgres:
                 line = await records_line(settings, s.records_merged, s.identity_conflicts)
                 print(line, flush=True)
+                vendor = catalog.profiles.group_vendor
+                if vendor is not None:
+                    line = await groups_line(settings, vendor, s.group_changes, s.timers_fired)
+                    print(line, flush=True)
 
     side.append(asyncio.create_task(stats()))
     try:

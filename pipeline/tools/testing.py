@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -18,11 +19,21 @@ import yaml
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from derivations.profiles import durations
+from derivations.profiles.durations import Duration, describe_bad, parse_duration
+from derivations.profiles.instants import (
+    Instant,
+    format_instant,
+    from_epoch_ns,
+    parse_instant,
+    to_epoch_ns,
+)
 from pipeline.catalog import Catalog
 from pipeline.documents import pointers
 from pipeline.documents.pointers import encode_key
 from pipeline.documents.validation import Validator
 from pipeline.errors import SegflowError, TestFileError
+from pipeline.runtime.clock import TestClock, wall_clock
 from pipeline.runtime.settings import Settings
 from pipeline.runtime.topics import Names, ensure_topics, pipeline_topics
 from pipeline.runtime.worker import Worker
@@ -33,9 +44,13 @@ VERIFY_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # "ingest" | "verify"
-    collection: str
-    documents: list[Any]
+    kind: str  # "ingest" | "verify" | "clock" | "advance"
+    collection: str = ""
+    documents: list[Any] = field(default_factory=list)
+    time: Instant | None = None
+    """`clock`: the time it sets."""
+    duration: Duration | None = None
+    """`advance`: how far it moves the clock."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,11 @@ class TestCase:
     file: Path
     name: str
     steps: list[Step]
+
+    @property
+    def clocked(self) -> bool:
+        """Whether the test runs on its own clock (it has a `clock` or `advance` step)."""
+        return any(step.kind in ("clock", "advance") for step in self.steps)
 
 
 @dataclass
@@ -92,11 +112,32 @@ def load_test_file(path: Path, catalog: Catalog) -> list[TestCase]:
     return cases
 
 
+_KINDS = ("ingest", "verify", "clock", "advance")
+
+
 def _parse_step(raw: Any, catalog: Catalog, where: str, problems: list[str]) -> Step | None:
-    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("ingest", "verify"):
-        problems.append(f"{where}: expected a mapping with exactly one of 'ingest' or 'verify'")
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in _KINDS:
+        problems.append(
+            f"{where}: expected a mapping with exactly one of 'ingest', 'verify', 'clock' or"
+            " 'advance'"
+        )
         return None
     kind, body = next(iter(raw.items()))
+    if kind == "clock":
+        instant = parse_instant(body) if isinstance(body, str) else None
+        if instant is None:
+            problems.append(
+                f"{where} (clock): expected an RFC 3339 date-time such as"
+                f' "2024-05-01T00:00:00Z", not {_show_yaml(body)}'
+            )
+            return None
+        return Step(kind, time=instant)
+    if kind == "advance":
+        duration = parse_duration(body)
+        if duration is None:
+            problems.append(f"{where} (advance): {describe_bad(body)}")
+            return None
+        return Step(kind, duration=duration)
     if not isinstance(body, dict) or set(body) - {"collection", "documents"}:
         problems.append(f"{where} ({kind}): expected only 'collection' and 'documents'")
         return None
@@ -167,6 +208,13 @@ def _show(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _show_yaml(value: Any) -> str:
+    try:
+        return _show(value)
+    except TypeError:  # a YAML date or time, say
+        return repr(value)
+
+
 def compare(expected: list[Any], actual: list[Any]) -> list[str]:
     out = []
     if len(expected) != len(actual):
@@ -192,8 +240,14 @@ class Runner:
         prefix = f"{self.settings.topic_prefix}test-{uuid.uuid4().hex[:10]}."
         data_dir = Path(tempfile.mkdtemp(prefix="segflow-test-"))
         settings = self.settings.with_(topic_prefix=prefix, data_dir=data_dir)
+        clock = TestClock(time.time_ns()) if case.clocked else None
         worker = Worker(
-            settings, self.catalog, bootstrap=self.bootstrap, group=False, materialize=False
+            settings,
+            self.catalog,
+            bootstrap=self.bootstrap,
+            group=False,
+            materialize=False,
+            clock=clock or wall_clock,
         )
         await ensure_topics(self.bootstrap, pipeline_topics(self.catalog, Names(prefix)))
         running = asyncio.create_task(worker.run())
@@ -207,7 +261,14 @@ class Runner:
             for number, step in enumerate(case.steps, 1):
                 label = f"step {number} ({step.kind} {step.collection})"
                 if step.kind == "ingest":
-                    await self._ingest(producer, names, step, targets, partition)
+                    await self._ingest(producer, names, step, targets, partition, clock)
+                    continue
+                if step.kind in ("clock", "advance"):
+                    assert clock is not None
+                    label = f"step {number} ({step.kind})"
+                    # What came before is processed at the time it was ingested at.
+                    await self._wait(worker, running, targets, label)
+                    await self._move(worker, running, clock, step, label)
                     continue
                 await self._wait(worker, running, targets, label)
                 spec = self.catalog.collections[step.collection]
@@ -237,23 +298,57 @@ class Runner:
         step: Step,
         targets: dict[TopicPartition, int],
         partition: int,
+        clock: TestClock | None,
     ) -> None:
-        """Write a step's documents in order to one partition, so they arrive in file order."""
+        """Write a step's documents in order to one partition, so they arrive in file order.
+        On the test's clock, records carry its time: what a missing occurredAt gets."""
         spec = self.catalog.collections[step.collection]
         topic = names.collection(step.collection)
         key_of = pointers.key_getter(spec.key)
+        timestamp_ms = None if clock is None else clock() // 1_000_000
         sends = [
             await producer.send(
                 topic,
                 orjson.dumps(doc),
                 key=encode_key(key_of(doc)),
                 partition=partition % spec.partitions,
+                timestamp_ms=timestamp_ms,
             )
             for doc in step.documents
         ]
         for meta in await asyncio.gather(*sends):
             tp = TopicPartition(meta.topic, meta.partition)
             targets[tp] = max(targets.get(tp, 0), meta.offset + 1)
+
+    async def _move(
+        self,
+        worker: Worker,
+        running: asyncio.Task[None],
+        clock: TestClock,
+        step: Step,
+        label: str,
+    ) -> None:
+        """Set or advance the clock, then wait until every timer due by then has fired."""
+        if step.time is not None:
+            now = step.time
+        else:
+            assert step.duration is not None
+            now = durations.add(from_epoch_ns(clock()), step.duration)
+        clock.set(to_epoch_ns(now))
+        progress = worker.progress
+        fired = asyncio.ensure_future(progress.wait_for(lambda: progress.timers_through >= clock()))
+        done, _ = await asyncio.wait(
+            [fired, running], timeout=VERIFY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if fired in done:
+            return
+        fired.cancel()
+        if running in done:
+            raise SegflowError(f"{label}: the worker stopped: {running.exception()!r}")
+        raise SegflowError(
+            f"{label}: timed out after {VERIFY_TIMEOUT_S:.0f}s waiting for the timers due by"
+            f" {format_instant(now)} to fire"
+        )
 
     async def _wait(
         self,

@@ -40,8 +40,8 @@ def test_peer_suite_and_own_test_files_pass_on_the_embedded_broker(peer_suite: P
     flows = sorted(str(p) for p in (ROOT / "tests" / "flows").glob("*.flow.yaml"))
     result = segflow("test", str(peer_suite), *flows)
     assert result.returncode == 0, result.stdout + result.stderr
-    # the peer suite's 3 and our own 8 (semantics, Grouparoo's flow, unique emails)
-    assert result.stdout.strip().endswith(f"{3 + 8} passed, 0 failed"), result.stdout
+    # the peer suite's 3 and our own 10 (semantics, Grouparoo's flow, unique emails, groups)
+    assert result.stdout.strip().endswith(f"{3 + 10} passed, 0 failed"), result.stdout
 
 
 def test_wrong_expectation_fails_with_a_diff(peer_suite: Path, namespace: Namespace) -> None:
@@ -95,8 +95,8 @@ def test_malformed_test_file_is_named_with_its_test_and_step(
 def test_catalog_check(tmp_path: Path) -> None:
     ok = segflow("catalog", "check")
     assert ok.returncode == 0, ok.stderr
-    assert "catalog ok: 6 collections, 3 derivations, 3 materializations" in ok.stdout
-    assert "profiles: 13 properties, 0 groups (profile/events -> profile/records)" in ok.stdout
+    assert "catalog ok: 7 collections, 3 derivations, 3 materializations" in ok.stdout
+    assert "profiles: 13 properties, 7 groups (profile/events -> profile/records)" in ok.stdout
     broken = tmp_path / "catalog"
     broken.mkdir()
     text = (

@@ -1,6 +1,6 @@
 """`segflow dev` (what `make run` runs): the whole stack on embedded defaults shows every part
-that exists — toggles reaching the demo webhook receiver and profile records being built and
-merged in Postgres."""
+that exists — toggles reaching the demo webhook receiver, profile records being built and merged
+in Postgres, and people joining groups (segment_memberships rows of the groups' vendor)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ RECORDS = re.compile(
     r"records (\d+) in profile_records \((\d+) people with (\d+) devices, \d+ on several; "
     r"(\d+) anonymous\), \d+ purchases; merged (\d+), identity conflicts \d+"
 )
+GROUPS = re.compile(r"groups \(segment_memberships, vendor 100\): (.*); (\d+) joins and leaves")
 
 
 def test_dev_shows_toggles_and_records_being_merged(tmp_path: Path) -> None:
@@ -45,7 +46,9 @@ def test_dev_shows_toggles_and_records_being_merged(tmp_path: Path) -> None:
         merged = None
         while time.monotonic() < deadline and dev.poll() is None:
             found = RECORDS.findall(out.read_text())
-            if found and int(found[-1][4]) > 0 and "toggle " in out.read_text():
+            groups = GROUPS.findall(out.read_text())
+            joined = groups and int(groups[-1][1]) > 0 and "recent-buyers" in groups[-1][0]
+            if found and int(found[-1][4]) > 0 and "toggle " in out.read_text() and joined:
                 merged = found[-1]
                 break
             time.sleep(1)

@@ -84,9 +84,9 @@ async def test_health_and_metrics_match_the_work_done(
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
     assert health["status"] == "ok"
-    # 4 partitions of each derivation source: segment/events and the three profile stages'
-    # (identity, records, and the unique index: the shipped email is unique)
-    assert len(health["partitions"]) == 4 * 4
+    # 4 partitions of each derivation source: segment/events and the four profile stages'
+    # (identity, records, the unique index: the shipped email is unique; manual memberships)
+    assert len(health["partitions"]) == 5 * 4
     assert set(health["loops"]) == {
         "derive",
         "materialize.postgres",

@@ -80,7 +80,7 @@ def test_collections_of_a_key_must_be_ingestible(catalog: Catalog) -> None:
     with pytest.raises(
         SegflowError,
         match=r"unknown collection 'segment/event'; expected one of "
-        r"\['profile/events', 'segment/events'\]",
+        r"\['profile/events', 'profile/group-members', 'segment/events'\]",
     ):
         parse_collections("segment/event", catalog)
     with pytest.raises(SegflowError, match="'segment/toggles' is derived from 'segment/events'"):

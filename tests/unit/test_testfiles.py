@@ -171,8 +171,27 @@ STEP_ERRORS = [
             - ingest: {collection: segment/events, documents: []}
               verify: {collection: segment/toggles, documents: []}
         """,
-        ["test 'My test', step 1", "exactly one of 'ingest' or 'verify'"],
+        ["test 'My test', step 1", "exactly one of 'ingest', 'verify', 'clock' or 'advance'"],
         id="ingest-and-verify",
+    ),
+    pytest.param(
+        """\
+        tests:
+          "My test":
+            - clock: "2024-05-01 10:00"
+        """,
+        ["test 'My test', step 1", "(clock)", "RFC 3339", '"2024-05-01 10:00"'],
+        id="clock-not-rfc3339",
+    ),
+    pytest.param(
+        """\
+        tests:
+          "My test":
+            - clock: "2024-05-01T00:00:00Z"
+            - advance: 3 days
+        """,
+        ["test 'My test', step 2", "(advance)", "'3 days' is not a duration", "'3d'"],
+        id="advance-not-a-duration",
     ),
     pytest.param(
         """\

@@ -1,6 +1,6 @@
 -- Analyst queries over the Postgres materialization (SPEC section 5).
 -- Parameters are psycopg-style `%(name)s` placeholders; `load_queries` in
--- materializations/postgres.py reads this file by the `-- name:` lines.
+-- materializations/postgres/queries.py reads this file by the `-- name:` lines.
 -- Tables are unqualified: set `search_path` to the materialization's schema.
 
 -- name: segment_members
@@ -96,3 +96,70 @@ select i.key as property, count(*) as records, min(i.value) as example
 from profile_records, jsonb_each_text(invalid) as i
 group by i.key
 order by records desc, property;
+
+-- Groups (SPEC 8.4, 8.5): a group is a segment of vendor groupVendor (catalog `profiles:`, 100
+-- as shipped) in segment_memberships, whose user_id is the record's id (profile_records.id).
+-- The group's segment events are its membership changes, so a member's segment_toggles are its
+-- leaves and re-joins (a first join is never a toggle: it is the membership's `first`).
+
+-- name: group_members
+-- A group's members now, each with one of its record's properties (jsonb, typed), e.g. the
+-- members of vip with their email. A member whose record has no value for it, or whose row
+-- is not (or no longer) in profile_records, is listed with null: the list is the group's.
+select m.user_id as id, r.properties -> %(property)s as value
+from segment_memberships as m
+left join profile_records as r on r.id = m.user_id
+where m.vendor = %(vendor)s and m.segment_name = %(group)s and m.member
+order by m.user_id;
+
+-- name: record_groups
+-- A record's groups now (those it is a member of in segment_memberships, by name) and its
+-- properties. The groups are segment_memberships', as in the other group queries; the
+-- record's own `groups` column names the same ones as of its last write, ahead of them while
+-- the membership changes are on their way through segment/events.
+select
+    r.id,
+    array(
+        select m.segment_name
+        from segment_memberships as m
+        where m.vendor = %(vendor)s and m.user_id = r.id and m.member
+        order by m.segment_name
+    ) as groups,
+    r.properties
+from profile_records as r
+where r.id = %(id)s;
+
+-- name: group_sizes
+-- For each group of the vendor, how many records are members now (0 once everyone left; a
+-- group nobody ever joined has no rows, so it is not listed).
+select segment_name as group_name, count(*) filter (where member) as members
+from segment_memberships
+where vendor = %(vendor)s
+group by segment_name
+order by segment_name;
+
+-- name: recent_group_joins
+-- Records whose current membership of a group began in the last day (24 hours), newest
+-- first: members now whose latest join is at most a day old, be it their first (`first`) or
+-- a re-join after leaving (a joining toggle; `rejoined` says which). So a record in the group
+-- for a month that left yesterday and came back an hour ago is listed, joined an hour ago; one
+-- that joined today and has left again is not (it is no member); one whose latest join is
+-- older is not, however recently it changed otherwise. `first` alone would miss re-joins, and
+-- `last` is the latest event of either kind (a repeated join, which is not a toggle, moves
+-- it too).
+with rejoins as (
+    select segment_name, user_id, max(timestamp) as at
+    from segment_toggles
+    where vendor = %(vendor)s and not remove and timestamp > now() - interval '24 hours'
+    group by segment_name, user_id
+)
+select
+    m.segment_name as group_name,
+    m.user_id as id,
+    coalesce(j.at, m.first) as joined_at,
+    j.at is not null as rejoined
+from segment_memberships as m
+left join rejoins as j using (segment_name, user_id)
+where m.vendor = %(vendor)s and m.member
+    and coalesce(j.at, m.first) > now() - interval '24 hours'
+order by joined_at desc, group_name, id;

@@ -21,6 +21,7 @@ from psycopg import sql
 from materializations.postgres import DocumentError, PostgresSink, load_queries
 from pipeline.catalog import BindingSpec, Catalog, MaterializationSpec
 from tests.fixtures.records import Record
+from tests.integration.test_group_queries import GROUP_QUERIES
 from tests.integration.test_profile_records_sink import PROFILE_QUERIES
 
 pytestmark = pytest.mark.integration
@@ -537,6 +538,7 @@ async def test_every_documented_query_answers_correctly(
         "recent_toggles",
         "segment_sizes",
         *PROFILE_QUERIES,  # tests/integration/test_profile_records_sink.py
+        *GROUP_QUERIES,  # tests/integration/test_group_queries.py
     }
 
     def at(day: int) -> datetime:

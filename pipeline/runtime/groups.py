@@ -48,7 +48,7 @@ _CHANGE_IDS = uuid.UUID("5e9f1c2a-6d1b-4c36-9a51-2f0b7f3c8e10")
 """Namespace of the ids of membership changes in segment/events (uuid5)."""
 ARRIVED = "_t"
 """A forwarded membership's record timestamp (ms), which the identity stage takes as its own."""
-NOT_MOVED = ("g", "t")
+NOT_MOVED = ("g", "t", "w")
 """The parts of a record's state that stay with its id when it merges into another."""
 
 
@@ -91,7 +91,11 @@ class Grouping:
     ) -> Record:
         """A record changed from `before` (None: new) to `record`, shown as `document`:
         evaluate its groups (`Memberships.on_change`; `changed` None: all of them), set the
-        document's `groups`, publish the changes; returns the state to store."""
+        document's `groups`, publish the changes; returns the state to store. A record waiting
+        for a merge's state (`"w"`) keeps its groups as they are until it has it."""
+        if record.get("w"):
+            document["groups"] = self.memberships.members(record)
+            return record
         manual = None if before is None else before.get("M")
         after, made = self.memberships.on_change(
             record, document["properties"], changed, now, manual
@@ -140,6 +144,8 @@ class Grouping:
                 changes[timer] = None
                 continue
             record = orjson.loads(stored)
+            if record.get("w"):
+                continue  # waiting for a merge's state, which evaluates every group anyway
             document = show(record_id, record)
             after, made = memberships.fire(record, document["properties"], now)
             updated = {**record, **after}

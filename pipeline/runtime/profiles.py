@@ -148,6 +148,8 @@ class IdentityTask(_Stage):
                 kind = "gm"
                 timestamp = event.pop(ARRIVED, timestamp)
             routed: dict[str, Any] = {"r": resolved.record, kind: event, "t": timestamp}
+            if resolved.merge is not None:
+                routed["w"] = event["id"]  # the record waits for that merge's state
             if resolved.linked is not None:
                 routed["a"] = resolved.linked
             out.append((output, record_key(resolved.record), dumps(routed)))
@@ -239,11 +241,18 @@ class RecordsTask(_Stage):
                     result.redeliveries += 1
                     continue
                 current = load(record_id) or records_logic.empty()
-                records[record_id] = records_logic.apply(current, event, doc["t"], doc.get("a"))
+                current = records_logic.apply(current, event, doc["t"], doc.get("a"))
+                records[record_id] = _awaiting(current, doc.get("w"))
             elif "into" in doc:
                 current = load(record_id)
                 if current is None:
-                    continue  # moved already (a replayed command), or never anonymous
+                    # Moved already (a replayed command), or never anonymous: say so, so the
+                    # person's record stops waiting for it.
+                    empty = {"r": doc["into"], "s": None, "m": doc["m"]}
+                    result.documents.append(
+                        (self.moves, record_key(doc["into"]), orjson.dumps(empty))
+                    )
+                    continue
                 moved = {k: v for k, v in current.items() if k not in NOT_MOVED}
                 move = {"r": doc["into"], "s": moved, "m": doc["m"]}
                 result.documents.append((self.moves, record_key(doc["into"]), orjson.dumps(move)))
@@ -255,13 +264,17 @@ class RecordsTask(_Stage):
                     continue
                 current = load(record_id)
                 theirs = doc["s"]
-                if current is None:
+                if theirs is None:  # nothing came: only stop waiting
+                    if current is None:
+                        continue
+                    into = current
+                elif current is None:
                     into = theirs
                 else:
                     into = records_logic.merge(current, theirs)
                     if "M" in theirs:
                         into["M"] = merge_manual(current.get("M"), theirs["M"])
-                records[record_id] = into
+                records[record_id] = _arrived(into, doc["m"])
                 merged.add(record_id)
             elif "gm" in doc:
                 member = doc["gm"]
@@ -275,7 +288,7 @@ class RecordsTask(_Stage):
                 current["M"] = set_manual(
                     current.get("M"), member["group"], not member.get("remove"), order
                 )
-                records[record_id] = current
+                records[record_id] = _awaiting(current, doc.get("w"))
             elif "h" in doc:
                 mine = claimed(record_id)
                 prop = doc["k"]
@@ -438,6 +451,24 @@ Held = dict[str, Any]
 holder it was told}}`."""
 _NOTHING_HELD: Held = {"s": None, "v": {}, "h": {}}
 _NONE = object()
+
+
+def _awaiting(record: Record, merge: str | None) -> Record:
+    """`record` waiting for the state of the merge `merge` (an event id) too, if given: until
+    every awaited state arrived, its groups are not evaluated (it would be evaluated on part of
+    its events, and could join and leave a group it never belongs to)."""
+    if merge is None:
+        return record
+    return {**record, "w": sorted({*record.get("w", ()), merge})}
+
+
+def _arrived(record: Record, merge: str) -> Record:
+    """`record` no longer waiting for merge `merge`."""
+    waiting = [m for m in record.get("w", ()) if m != merge]
+    out = {k: v for k, v in record.items() if k != "w"}
+    if waiting:
+        out["w"] = waiting
+    return out
 
 
 def _claim_key(doc: Any) -> bytes:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 CATALOG = ROOT / "tests" / "flows" / "catalogs" / "groups"
 FLOWS = sorted(CATALOG.glob("flows/*.flow.yaml"))
 # operators 10, changes 4, relative 7, manual 2
-TESTS = 23
+TESTS = 24
 
 
 def env(broker: str, tmp_path: Path) -> dict[str, str]:

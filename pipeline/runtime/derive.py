@@ -38,13 +38,14 @@ from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.batches import BatchWriter
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.groups import TIMERS_PER_PASS, MembersTask
-from pipeline.runtime.profiles import IdentityTask, RecordsTask, UniqueTask
+from pipeline.runtime.profiles import IdentityTask, RecordsTask
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.route import Router
 from pipeline.runtime.settings import Settings
 from pipeline.runtime.state import PartitionState, add_changelog, restore
 from pipeline.runtime.task import BatchResult, DerivationTask, Output
 from pipeline.runtime.topics import Commits, Names, group_consumer, hold_fetches, partition_for
+from pipeline.runtime.unique import UniqueTask
 
 log = logging.getLogger(__name__)
 

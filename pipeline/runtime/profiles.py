@@ -1,4 +1,4 @@
-"""The two stages that build profile records (SPEC 8.2), run by the Deriver like any task.
+"""The stages that build profile records (SPEC 8.2), run by the Deriver like any task.
 
 Identity (`IdentityTask`), source `profile/events` shuffled by anonymousId: drops redeliveries
 (the collection's dedup window), resolves each event's record with `derivations.profiles.identity`
@@ -13,23 +13,29 @@ applies events, and writes each changed record's document once per batch into `p
 A merge moves state across partitions: the owner of `anon:A` sends `{"r": U, "s": state, "m": id}`
 into `<records>.identified` (so to U's owner), deletes its state and writes a tombstone.
 
-Unique (`UniqueTask`, only when a property is `unique: true`), source `<records>.claims`
-partitioned by (property, value): the records stage compares each changed record's unique values
-and seniority with what it claimed (`u:<id>`) and writes `{"k": index key, "r", "p", "v", "s"}`
-to claim a value (again when its seniority changes) or the same without `"s"` to release one (a
-changed value, a merged-away record). The unique stage keeps every value's claimants (`U:<key>`)
-and tells those whose holder changed, with `{"r", "k": property, "v", "h": holder}` into
-`<records>.identified`; a record that is not the holder of its value shows no value and
-`invalid: "duplicate of record <holder>"` (`derivations.profiles.uniqueness`). Until told, a
-record shows its value (so being told it holds it writes no new document). Claims and tells
-set, never add, so their replays change nothing.
+Unique (`pipeline.runtime.unique`, only when a property is `unique: true`), source
+`<records>.claims` partitioned by (property, value): the records stage compares each changed
+record's unique values and seniority with what it claimed (`u:<id>`) and writes `{"k": index
+key, "r", "p", "v", "s"}` to claim a value (again when its seniority changes) or the same without
+`"s"` to release one (a changed value, a merged-away record). The unique stage keeps every
+value's claimants (`U:<key>`) and tells those whose holder changed, with `{"r", "k": property,
+"v", "h": holder}` into `<records>.identified`; a record that is not the holder of its value
+shows no value and `invalid: "duplicate of record <holder>"` (`derivations.profiles.uniqueness`).
+Until told, a record shows its value (so being told it holds it writes no new document). Claims
+and tells set, never add, so their replays change nothing.
+
+Groups (`pipeline.runtime.groups`): the records stage evaluates each changed record's groups,
+keeps their state and timers with the record, and writes each membership change into
+segment/events. A sign-in that merges `anon:A` into U carries `"w": event id` to U, which waits
+for that move (`"s"`, or `"s": null` when the command finds nothing to move) before its groups
+are evaluated.
 
 Every hop is at least once (a batch is replayed after a crash before its commit), so the stages
 make their effects idempotent: the records stage remembers the events (`d:<event id>`) and moves
 (`m:<event id>`) it applied, for the events collection's dedup window. A replayed merge command
-finds no state and does nothing; a replayed move is dropped by its id. Processing is a function
-of each partition's input order, so a replay routes every event as the first run did (given one
-input path per device: see README, Guarantees).
+finds no state and moves nothing (it answers `"s": null`); a replayed move is dropped by its id.
+Processing is a function of each partition's input order, so a replay routes every event as the
+first run did (given one input path per device: see README, Guarantees).
 """
 
 from __future__ import annotations
@@ -403,47 +409,6 @@ class RecordsTask(_Stage):
         if now != stored:
             result.changes[CLAIMED + record_id.encode()] = None if document is None else dumps(now)
         return {p: h for p, h in now["h"].items() if h != record_id}
-
-
-class UniqueTask(_Stage):
-    """Stage 3: the index of unique values, telling claimants who holds theirs (module
-    docstring)."""
-
-    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        super().__init__(catalog, source, topic_of)
-        self.tells = self.into_records
-        self.outputs = [self.tells]
-
-    def process_documents(
-        self, items: Sequence[tuple[Any, int]], state: PartitionState
-    ) -> BatchResult:
-        result = BatchResult(events=len(items))
-        before: dict[str, uniqueness.Entry] = {}
-        after: dict[str, uniqueness.Entry] = {}
-        values: dict[str, tuple[str, Any]] = {}
-        for doc, _ in items:
-            key = doc["k"]
-            entry = after.get(key)
-            if entry is None:
-                stored = state.get(INDEX + key.encode())
-                entry = before[key] = {} if stored is None else orjson.loads(stored)
-                values[key] = doc["p"], doc["v"]
-            if "s" in doc:
-                after[key] = uniqueness.claim(entry, doc["r"], doc["s"])
-            else:
-                after[key] = uniqueness.release(entry, doc["r"])
-        dumps = orjson.dumps
-        for key, entry in after.items():
-            was = before[key]
-            if entry == was:
-                continue
-            result.changes[INDEX + key.encode()] = dumps(entry) if entry else None
-            holder = uniqueness.holder(entry)
-            prop, value = values[key]
-            for record_id in uniqueness.to_tell(was, entry):
-                tell = {"r": record_id, "k": prop, "v": value, "h": holder}
-                result.documents.append((self.tells, record_key(record_id), dumps(tell)))
-        return result
 
 
 Held = dict[str, Any]

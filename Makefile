@@ -31,6 +31,7 @@ integration: $(STAMP) ## integration tests only
 flows: $(STAMP) ## run the catalog test files (ours and the peer suite) with `segflow test`
 	sed 's#examples/segment/#segment/#' tests/peer/estuary-segmentation-tests.flow.yaml > $(VENV)/peer-tests.flow.yaml
 	$(BIN)/segflow test tests/flows/*.flow.yaml $(VENV)/peer-tests.flow.yaml
+	$(BIN)/segflow --catalog tests/flows/catalogs/groups test tests/flows/catalogs/groups/flows/*.flow.yaml
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

@@ -438,6 +438,12 @@ def test_the_shipped_catalog_declares_the_profile_stages() -> None:
         "segflow:profiles-unique",
     )
     assert catalog.collections["profile/records.claims"].key == ("/k",)
+    # manual memberships go to the identity stage, keyed like product events
+    assert stages["profile/group-members"] == (
+        "profile/records.identified",
+        "segflow:profiles-members",
+    )
+    assert "profile/group-members" not in catalog.derivations, "it stays captured"
 
 
 def test_producers_are_sent_to_the_captured_collection_behind_every_stage() -> None:
@@ -485,4 +491,34 @@ def test_profiles_need_their_collections(tmp_path: Path) -> None:
         " collection; declare it, or name yours with 'events:'",
         f"{path}: /profiles: records: 'profile/records' (the default) is not a declared"
         " collection; declare it, or name yours with 'records:'",
+    ]
+
+
+def test_groups_need_the_segment_events_and_manual_groups_the_members(tmp_path: Path) -> None:
+    schemas = REPO / "schemas"
+    base = f"""\
+        collections:
+          profile/events: {{schema: {schemas}/profile-event.schema.yaml, key: [/id]}}
+          profile/records: {{schema: {schemas}/profile-record.schema.yaml, key: [/id]}}
+          SEGMENTS
+        profiles:
+          groupVendor: 9
+          properties: {{n: {{type: integer, from: {{events: "*", aggregate: count}}}}}}
+          groups:
+            busy: {{rules: [{{property: n, op: gte, value: 3}}]}}
+            vip: {{manual: true}}
+        """
+    path = tmp_path / "c.yaml"
+    path.write_text(textwrap.dedent(base.replace("SEGMENTS", "")))
+    assert problems(path) == [
+        f"{path}: /profiles/groups: groups flow into 'segment/events' as segments of vendor"
+        " groupVendor (SPEC 8.4): declare it as a captured collection (catalog/segment.yaml"
+        " has it)"
+    ]
+    segments = f"segment/events: {{schema: {schemas}/event.schema.yaml, key: [/event]}}"
+    path.write_text(textwrap.dedent(base.replace("SEGMENTS", segments)))
+    assert problems(path) == [
+        f"{path}: /profiles/groups/vip: manual groups take their members from"
+        " 'profile/group-members' (SPEC 8.4): declare it as a captured collection"
+        " (catalog/profiles.yaml has it), or name yours with 'groupMembers:'"
     ]

@@ -98,26 +98,33 @@ async def api(settings: Settings, port: int) -> None:
     await serve(settings, "127.0.0.1", port)
 
 
-async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
-    """What `profile_records` holds now: the records being built and merged."""
+async def _rows(settings: Settings, sql: str, params: tuple[Any, ...]) -> list[Any] | str:
+    """The rows of a query on the demo's Postgres, or why there are none yet (the tables are
+    not created yet, or Postgres is busy: the caller says so and the demo keeps going)."""
     assert settings.postgres
-    table = f'"{settings.postgres_schema}".profile_records'
     try:
         async with await psycopg.AsyncConnection.connect(settings.postgres) as conn:
-            cursor = await conn.execute(
-                "select count(*), count(user_id), coalesce(sum(cardinality(anonymous_ids))"
-                " filter (where user_id is not null), 0),"
-                " count(*) filter (where cardinality(anonymous_ids) > 1),"
-                " coalesce(sum((properties ->> 'purchases')::int), 0),"
-                " count(*) filter (where invalid::text like %s)"
-                f" from {table}",
-                (f'%"{duplicate_reason("")}%',),  # the reason's wording, whoever holds it
-            )
-            row = await cursor.fetchone()
-    except psycopg.Error as exc:  # not created yet, or Postgres busy: say so, keep going
-        return f"records: not readable yet ({type(exc).__name__})"
-    assert row is not None
-    records, identified, devices, several, purchases, duplicates = row
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+    except psycopg.Error as exc:
+        return f"not readable yet ({type(exc).__name__})"
+
+
+async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
+    """What `profile_records` holds now: the records being built and merged."""
+    rows = await _rows(
+        settings,
+        "select count(*), count(user_id), coalesce(sum(cardinality(anonymous_ids))"
+        " filter (where user_id is not null), 0),"
+        " count(*) filter (where cardinality(anonymous_ids) > 1),"
+        " coalesce(sum((properties ->> 'purchases')::int), 0),"
+        " count(*) filter (where invalid::text like %s)"
+        f' from "{settings.postgres_schema}".profile_records',
+        (f'%"{duplicate_reason("")}%',),  # the reason's wording, whoever holds it
+    )
+    if isinstance(rows, str):
+        return f"records: {rows}"
+    ((records, identified, devices, several, purchases, duplicates),) = rows
     return (
         f"records {records} in profile_records ({identified} people with {devices} devices,"
         f" {several} on several; {records - identified} anonymous), {purchases} purchases;"
@@ -129,18 +136,15 @@ async def records_line(settings: Settings, merged: int, conflicts: int) -> str:
 async def groups_line(settings: Settings, vendor: int, changes: int, timers: int) -> str:
     """Who is in each group now (segment_memberships rows of the groups' vendor), and how many
     changes there were, how many of them on the clock with no event."""
-    assert settings.postgres
-    table = f'"{settings.postgres_schema}".segment_memberships'
-    try:
-        async with await psycopg.AsyncConnection.connect(settings.postgres) as conn:
-            cursor = await conn.execute(
-                "select segment_name, count(*) filter (where member), count(*)"
-                f" from {table} where vendor = %s group by segment_name order by segment_name",
-                (vendor,),
-            )
-            rows = await cursor.fetchall()
-    except psycopg.Error as exc:
-        return f"groups: not readable yet ({type(exc).__name__})"
+    rows = await _rows(
+        settings,
+        "select segment_name, count(*) filter (where member), count(*)"
+        f' from "{settings.postgres_schema}".segment_memberships'
+        " where vendor = %s group by segment_name order by segment_name",
+        (vendor,),
+    )
+    if isinstance(rows, str):
+        return f"groups: {rows}"
     sizes = ", ".join(f"{name} {members} (of {ever})" for name, members, ever in rows)
     return (
         f"groups (segment_memberships, vendor {vendor}): {sizes or 'none yet'};"

@@ -9,7 +9,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,18 +336,11 @@ class Runner:
             now = durations.add(from_epoch_ns(clock()), step.duration)
         clock.set(to_epoch_ns(now))
         progress = worker.progress
-        fired = asyncio.ensure_future(progress.wait_for(lambda: progress.timers_through >= clock()))
-        done, _ = await asyncio.wait(
-            [fired, running], timeout=VERIFY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if fired in done:
-            return
-        fired.cancel()
-        if running in done:
-            raise SegflowError(f"{label}: the worker stopped: {running.exception()!r}")
-        raise SegflowError(
-            f"{label}: timed out after {VERIFY_TIMEOUT_S:.0f}s waiting for the timers due by"
-            f" {format_instant(now)} to fire"
+        await _unless_stopped(
+            progress.wait_for(lambda: progress.timers_through >= clock()),
+            running,
+            label,
+            f"the timers due by {format_instant(now)} to fire",
         )
 
     async def _wait(
@@ -357,19 +350,11 @@ class Runner:
         targets: dict[TopicPartition, int],
         label: str,
     ) -> None:
-        waiting = asyncio.ensure_future(worker.caught_up(targets))
-        done, _ = await asyncio.wait(
-            [waiting, running], timeout=VERIFY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if waiting in done:
-            return
-        waiting.cancel()
-        if running in done:
-            exc = running.exception()
-            raise SegflowError(f"{label}: the worker stopped: {exc!r}")
-        raise SegflowError(
-            f"{label}: timed out after {VERIFY_TIMEOUT_S:.0f}s waiting for the "
-            "pipeline to process the ingested documents"
+        await _unless_stopped(
+            worker.caught_up(targets),
+            running,
+            label,
+            "the pipeline to process the ingested documents",
         )
 
     async def _drop_topics(self, names: Names) -> None:
@@ -379,6 +364,22 @@ class Runner:
             await admin.delete_topics(list(pipeline_topics(self.catalog, names)))
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+async def _unless_stopped(
+    awaited: Coroutine[Any, Any, None], running: asyncio.Task[None], label: str, what: str
+) -> None:
+    """Wait for `awaited`, or fail the step if the worker stops or VERIFY_TIMEOUT_S pass."""
+    waiting = asyncio.ensure_future(awaited)
+    done, _ = await asyncio.wait(
+        [waiting, running], timeout=VERIFY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+    )
+    if waiting in done:
+        return
+    waiting.cancel()
+    if running in done:
+        raise SegflowError(f"{label}: the worker stopped: {running.exception()!r}")
+    raise SegflowError(f"{label}: timed out after {VERIFY_TIMEOUT_S:.0f}s waiting for {what}")
 
 
 async def run_files(

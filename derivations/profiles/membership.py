@@ -17,9 +17,10 @@ The state is three JSON mappings the runtime keeps in the record's state:
 Which groups are evaluated on a change: those that read a property whose state changed, manual
 groups whose membership changed, those
 whose flip is due (a timer that has not fired yet when the record changes is folded in, so no
-flip is ever skipped), and every group for a record seen for the first time or merged into.
-Groups whose properties did not change keep their memberships: their outcome can only change on
-the clock, and the timers cover that.
+flip is ever skipped), and every group for a record merged into. A record seen for the first
+time changed from the record with no value: it evaluates the groups reading the properties it
+has and joins, unevaluated, those that hold for no value. Groups whose properties did not change
+keep their memberships: their outcome can only change on the clock, and the timers cover that.
 
 On the clock (`fire`), each group whose flip is due is evaluated at the flip's instant, not at
 the time the timer happened to run, and again at its next flip if that is due too: a worker that
@@ -64,6 +65,11 @@ class Memberships:
         self.readers = {prop: tuple(names) for prop, names in readers.items()}
         """For each property, the groups whose rules read it."""
         self.names = (*self.groups, *sorted(self.manual))
+        self.hold_empty = frozenset(
+            name for name, group in self.groups.items() if group.holds({}, Instant(0))
+        )
+        """The groups a record with no value at all is in (`Rule.holds` of no value does not
+        depend on the time)."""
         self.evaluated = 0
         """Groups evaluated so far (a figure: how much work changes cost)."""
 
@@ -122,13 +128,21 @@ class Memberships:
         manual: Mapping[str, Any] | None = None,
     ) -> tuple[GroupState, list[Change]]:
         """A changed record: evaluate what `changed` properties touch (None: every group, for a
-        new or merged record), the manual groups whose entry in `state` differs from `manual`
-        (the record's manual memberships before), and every group whose flip is due by `now`."""
-        if state is None or changed is None:
+        merged record), the manual groups whose entry in `state` differs from `manual` (the
+        record's manual memberships before), and every group whose flip is due by `now`.
+
+        A new record (no `"g"` in `state`, `manual` None) changed from the record with no value
+        at all: the groups reading the properties it has are evaluated, and the groups that
+        hold for no value (`notExists`, negatives on arrays) it joins without evaluating them;
+        the rest it is not in, as that record is not."""
+        if state is None:
+            state = {}
+        if changed is None:
             names: Iterable[str] = self.names
-            state = state or {}
         else:
             touched = self.affected(changed)
+            if manual is None and "g" not in state:
+                touched.update(self.hold_empty)
             now_manual, was = state.get("M") or {}, manual or {}
             if now_manual is not was:
                 touched.update(

@@ -105,15 +105,23 @@ class Rule:
 
     def holds(self, value: Any, now: Instant) -> bool:
         """Whether a record whose property has `value` matches the rule at `now`."""
-        if self.op == "exists":
+        op = self.op
+        if op == "exists":
             return _present(value)
-        if self.op == "notExists":
+        if op == "notExists":
             return not _present(value)
-        if value is None and not self.array:
-            return False
+        if value is None:
+            return self.array and op in NEGATIVE  # no value: an empty array
         test = self.test
-        hit = any(test(element, now) for element in _elements(value))
-        return not hit if self.op in NEGATIVE else hit
+        if isinstance(value, list):
+            hit = False
+            for element in value:
+                if test(element, now):
+                    hit = True
+                    break
+        else:
+            hit = test(value, now)
+        return not hit if op in NEGATIVE else hit
 
     def next_flip(self, value: Any, now: Instant) -> Instant | None:
         """The earliest instant after `now` at which `holds` changes with no new value, or None."""

@@ -30,6 +30,7 @@ shows in `invalid`, worded like `'abc' is not a float`. Stored values are plain 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,7 +116,9 @@ def _string(raw: Any) -> Value | Invalid:
     if isinstance(raw, str):
         problem = _text_problem(raw)
         return _invalid("string", raw, problem) if problem else raw
-    if isinstance(raw, bool | int) or (isinstance(raw, float) and _finite(raw)):
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)  # as JSON writes it, at any size (orjson stops at 64 bits)
+    if isinstance(raw, bool) or (isinstance(raw, float) and _finite(raw)):
         return orjson.dumps(raw).decode()
     return _invalid("string", raw)
 
@@ -247,8 +250,10 @@ _NORMALISERS: dict[str, Callable[[Any], Value | Invalid]] = {
 }
 
 
+@functools.lru_cache(maxsize=8192)
 def instant_of(value: Value) -> Instant:
-    """The instant of a stored `date` value (already checked by `normalise`)."""
+    """The instant of a stored `date` value (already checked by `normalise`). Cached: group
+    rules read the same few values of a record many times."""
     instant = parse_instant(str(value))
     if instant is None:
         raise ValueError(f"not an RFC 3339 date-time: {value!r}")

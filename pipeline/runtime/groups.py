@@ -19,6 +19,8 @@ redeliveries. A timer due while no worker ran fires at start-up, with the instan
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +48,7 @@ TIMERS_PER_PASS = 5000
 spread over several passes, so the loop keeps serving events between them."""
 _CHANGE_IDS = uuid.UUID("5e9f1c2a-6d1b-4c36-9a51-2f0b7f3c8e10")
 """Namespace of the ids of membership changes in segment/events (uuid5)."""
+_NAMESPACE = _CHANGE_IDS.bytes
 ARRIVED = "_t"
 """A forwarded membership's record timestamp (ms), which the identity stage takes as its own."""
 NOT_MOVED = ("g", "t", "w")
@@ -164,10 +167,10 @@ class Grouping:
         dumps = orjson.dumps
         out = result.documents
         for change in made:
-            event_id = str(uuid.uuid5(_CHANGE_IDS, f"{record_id}\n{change.group}\n{change.number}"))
+            event_id = change_id(f"{record_id}\n{change.group}\n{change.number}")
             doc: dict[str, Any] = {
                 "event": event_id,
-                "timestamp": format_instant(change.at),
+                "timestamp": _text(change.at),
                 "user": record_id,
                 "segment": {"vendor": self.vendor, "name": change.group},
             }
@@ -175,6 +178,22 @@ class Grouping:
                 doc["remove"] = True
             out.append((self.segments, record_key(event_id), dumps(doc)))
         result.group_changes += len(made)
+
+
+def change_id(name: str) -> str:
+    """`str(uuid.uuid5(_CHANGE_IDS, name))`, without building UUID objects (a third of the
+    cost of a change, measured)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _text(at: Instant) -> str:
+    """RFC 3339 text of a change's time: the changes of a batch share its clock reading."""
+    return format_instant(at)
 
 
 def changed_properties(before: dict[str, Any], after: dict[str, Any]) -> set[str]:

@@ -334,8 +334,10 @@ class RecordsTask(_Stage):
                 lost = self._claim(record_id, document, mine, stored, result)
                 document = uniqueness.losing(document, lost)
             if grouping is not None:
-                if before is _DELETED or record_id in merged:
+                if record_id in merged:
                     changed: set[str] | None = None
+                elif before is _DELETED:  # new: changed from the record with no value
+                    changed = set(document["properties"])
                 else:
                     changed = changed_properties(before["p"], record["p"])
                     changed.update(revealed.get(record_id, ()))

@@ -103,3 +103,12 @@ def test_manual_memberships_take_the_greatest_order_and_merge_alike() -> None:
     assert [(c.group, c.joined) for c in made] == [("vip", True)]
     state, made = m.on_change({**state, "M": b}, {}, set(), at("2024-05-01T00:00:00Z"), manual=a)
     assert [(c.group, c.joined) for c in made] == [("vip", False)]
+
+
+def test_change_ids_are_uuid5_of_record_group_and_number() -> None:
+    import uuid
+
+    from pipeline.runtime.groups import _CHANGE_IDS, change_id
+
+    for name in ["u1\nvip\n1", "anon:dev-1\nrecent-buyers\n12", "ü" * 300 + "\n\n0"]:
+        assert change_id(name) == str(uuid.uuid5(_CHANGE_IDS, name))

@@ -302,7 +302,7 @@ async def _fire_all(args: argparse.Namespace) -> int:
 async def _fire_once(args: argparse.Namespace, tmp: Path, profile: bool) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
-    from bench.profile_stages import MemoryState
+    from bench.harness.stages import MemoryState
     from pipeline.catalog.profiles import SEGMENT_EVENTS, identified
     from pipeline.runtime.batches import BatchWriter
     from pipeline.runtime.derive import _publish, make_task

@@ -1,4 +1,4 @@
-"""The profile stages of a catalog run in this process, as `bench.profile_stages` runs them.
+"""The profile stages of a catalog run in this process (`bench.profile_stages`, `bench.groups`).
 
 `Stages(catalog, clock)` holds one task per profile stage (identity, records, unique) and, with
 `segments=True`, the segmentation derivations that read segment/events (memberships, profiles,
@@ -18,12 +18,21 @@ from typing import Any
 
 import orjson
 
-from bench.profile_stages import MemoryState
 from pipeline.catalog import Catalog
 from pipeline.catalog.profiles import SEGMENT_EVENTS, internal_collections
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.derive import make_task
 from pipeline.runtime.topics import partition_for
+
+
+class MemoryState(dict[bytes, bytes]):
+    """A partition's state in a dict, committed after each batch."""
+
+    def get(self, key: bytes, default: Any = None) -> bytes | None:  # type: ignore[override]
+        return super().get(key, default)
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        return [self.get(key) for key in keys]
 
 
 @dataclass

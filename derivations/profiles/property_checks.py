@@ -131,11 +131,17 @@ class PropertyChecker:
             if self.lacks(raw, "from", at):
                 self.problem(at, f"{who}needs 'from', like {like}")
             return None
-        at = join(at, "from")
+        here, at = at, join(at, "from")
         source = raw["from"]
         if not self.mapping(source, at, f"{who}from ", like):
             return None
         if "import" in source or "column" in source:
+            if array:
+                self.problem(
+                    join(here, "array"),
+                    f"{who}a property from an import takes the value of the row with the"
+                    " greatest watermark: it cannot be an array",
+                )
             return self.import_source(source, at, who)
         return self.event_source(source, at, who, type_, array, events)
 

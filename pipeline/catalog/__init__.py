@@ -12,6 +12,8 @@ Uses `pipeline.errors` and `pipeline.documents`. The modules, bottom up:
 - `readers`: typed readers that report at a place (mapping, string, integer, pointers, ...).
 - `schemas`: schema files loaded once, with unresolved `$ref`s and `reduce` problems.
 - `collection`, `derivation`, `transform`, `materialization`: checking each kind of block.
+- `profiles`: the `profiles:` section's stages and internal collections (SPEC 8).
+- `destinations`, `imports`: the `destinations:` and `imports:` blocks (SPEC 9, 10).
 - `load`: `load_catalog`, which reads every file, checks every block and raises once.
 """
 
@@ -22,6 +24,8 @@ from pipeline.catalog.specs import (
     Catalog,
     CollectionSpec,
     DerivationSpec,
+    DestinationSpec,
+    ImportSpec,
     MaterializationSpec,
     RegisterSpec,
 )
@@ -31,6 +35,8 @@ __all__ = [
     "Catalog",
     "CollectionSpec",
     "DerivationSpec",
+    "DestinationSpec",
+    "ImportSpec",
     "MaterializationSpec",
     "RegisterSpec",
     "load_catalog",

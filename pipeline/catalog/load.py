@@ -1,4 +1,5 @@
-"""`load_catalog`: read every file, then check collections, derivations and materializations.
+"""`load_catalog`: read every file, then check collections, profiles, derivations,
+materializations, destinations and imports.
 
 It interpolates environment variables, checks everything it can and raises one `CatalogError`
 carrying every problem (file, JSON pointer inside it, reason), never just the first.
@@ -15,25 +16,43 @@ from types import MappingProxyType
 
 import yaml
 
+from derivations.profiles.model import ImportSource, ProfilesSpec
 from pipeline.catalog.collection import check_collection
 from pipeline.catalog.derivation import Derivations
+from pipeline.catalog.destinations import check_destination, forwarded_collection
+from pipeline.catalog.imports import check_import
 from pipeline.catalog.interpolate import BROKEN, interpolate
 from pipeline.catalog.materialization import check_materialization
 from pipeline.catalog.places import Entry, File, Place
-from pipeline.catalog.profiles import check_profiles
-from pipeline.catalog.readers import mapping
+from pipeline.catalog.profiles import check_profiles, forwarded
+from pipeline.catalog.readers import mapping, suggest
 from pipeline.catalog.schemas import SchemaFiles
-from pipeline.catalog.specs import Catalog, DerivationSpec, MaterializationSpec
+from pipeline.catalog.specs import (
+    Catalog,
+    CollectionSpec,
+    DerivationSpec,
+    MaterializationSpec,
+)
 from pipeline.catalog.yaml_files import UniqueKeyLoader, catalog_files, yaml_error
 from pipeline.documents import pointers
 from pipeline.documents.schema import Schema
 from pipeline.errors import CatalogError, Problem
 
-_TOP_KEYS = ("collections", "derivations", "materializations", "profiles", "import")
+_TOP_KEYS = (
+    "collections",
+    "derivations",
+    "materializations",
+    "profiles",
+    "destinations",
+    "imports",
+    "import",
+)
 _SECTIONS = {
     "collections": "collection",
     "derivations": "derivation",
     "materializations": "materialization",
+    "destinations": "destination",
+    "imports": "import",
 }
 
 
@@ -102,7 +121,8 @@ class _Loader:
             )
 
     def build(self) -> Catalog:
-        """Check every entry read, in order: collections, derivations, materializations."""
+        """Check every entry read, in order: collections, profiles, derivations,
+        materializations, destinations, imports."""
         schemas = SchemaFiles(self.problems)
         collection_schemas: dict[str, Schema] = {}
         derived = set(self.entries["derivations"])
@@ -136,12 +156,59 @@ class _Loader:
                 name: _marking_records(spec, profiles.records)
                 for name, spec in valid_materializations.items()
             }
+        destinations = {
+            name: check_destination(entry, profiles, self.profiles is not None)
+            for name, entry in self.entries["destinations"].items()
+        }
+        valid_destinations = {k: v for k, v in destinations.items() if v is not None}
+        self._check_names()
+        imports = {name: check_import(entry) for name, entry in self.entries["imports"].items()}
+        if profiles is not None and self.profiles is not None:
+            self._check_import_sources(self.profiles.place, profiles)
+            if any(d.events for d in valid_destinations.values()):
+                checked.update(_forwarding(profiles.records, checked))
         return Catalog(
             MappingProxyType({k: v for k, v in checked.items() if v is not None}),
             MappingProxyType(valid_derivations),
             MappingProxyType(valid_materializations),
             profiles,
+            destinations=MappingProxyType(valid_destinations),
+            imports=MappingProxyType({k: v for k, v in imports.items() if v is not None}),
         )
+
+    def _check_names(self) -> None:
+        """A destination and a materialization of one name would share a dead-letter topic
+        (`Names.sink_dead_letter`) and `segflow dlq NAME`."""
+        for name, entry in self.entries["destinations"].items():
+            if name in self.entries["materializations"]:
+                first = self.entries["materializations"][name].place.file.path
+                entry.place.report(
+                    f"a materialization in {first} has this name too: the two would share a"
+                    f" dead-letter topic and `segflow dlq {name}`"
+                )
+
+    def _check_import_sources(self, place: Place, profiles: ProfilesSpec) -> None:
+        """Every property read from an import names a declared import (valid or not: only its
+        own block is reported)."""
+        declared = self.entries["imports"]
+        for name, prop in profiles.properties.items():
+            source = prop.source
+            if isinstance(source, ImportSource) and source.name not in declared:
+                place.at("properties", name, "from", "import").report(
+                    f"property '{name}': import '{source.name}' is not a declared import"
+                    f"{suggest(source.name, declared)}"
+                )
+
+
+def _forwarding(
+    records: str, collections: Mapping[str, CollectionSpec | None]
+) -> dict[str, CollectionSpec]:
+    """The internal collection of events forwarded to destinations, beside `records`."""
+    target = collections.get(records)
+    if target is None:
+        return {}
+    name = forwarded(records)
+    return {name: forwarded_collection(name, target)}
 
 
 def _marking_records(spec: MaterializationSpec, records: str) -> MaterializationSpec:

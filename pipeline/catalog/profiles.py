@@ -67,6 +67,13 @@ def claims(records: str) -> str:
     return records + ".claims"
 
 
+def forwarded(records: str) -> str:
+    """The internal collection of product events forwarded to destinations (SPEC 9, enriched
+    events): `{"r": record id, "event": event, "document": the record's document after it}`,
+    partitioned by record like `records`. Declared only when a destination lists `events`."""
+    return records + ".forwarded"
+
+
 def routed(group_members: str) -> str:
     """The name the members stage is kept under in `Catalog.derivations` (it derives no
     collection of its own: it feeds the identity stage)."""

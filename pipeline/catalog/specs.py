@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.documents import pointers
@@ -80,6 +80,48 @@ class MaterializationSpec:
 
 
 @dataclass(frozen=True)
+class DestinationSpec:
+    """A destination (SPEC 9): chosen records kept in sync in another system.
+
+    `kind` is 'webhook' (config: url, secret and the optional max_batch, timeout, max_attempts,
+    as for a webhook materialization) or 'postgres' (config: dsn, schema, table). `groups` maps
+    each tracked group to the tag sent for it, `properties` each remote field to the property
+    it takes (`userId` and `id` name the record's own), `events` the product event types
+    forwarded enriched. Disabled (not an error) when its url or dsn is empty.
+    """
+
+    name: str
+    kind: str
+    config: Mapping[str, str]
+    groups: Mapping[str, str]
+    properties: Mapping[str, str]
+    mode: str = "sync"
+    events: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """An import (SPEC 10): rows of a Postgres table or query read by high watermark.
+
+    Exactly one of `table` (optionally schema-qualified, `schema.table`) and `query` is set.
+    `identity` is ('userId' or 'anonymousId', the column holding it). Disabled (not an error)
+    when its dsn is empty.
+    """
+
+    name: str
+    dsn: str
+    table: str | None
+    query: str | None
+    watermark: str
+    interval: float
+    """Seconds between two runs of the schedule."""
+    page_size: int
+    identity: tuple[str, str]
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class Catalog:
     """Everything the catalog declares, checked."""
 
@@ -88,6 +130,10 @@ class Catalog:
     materializations: Mapping[str, MaterializationSpec]
     profiles: ProfilesSpec | None = None
     """The `profiles:` section (SPEC 8), whose stages are among `derivations`."""
+    destinations: Mapping[str, DestinationSpec] = field(default_factory=dict)
+    """The `destinations:` blocks (SPEC 9)."""
+    imports: Mapping[str, ImportSpec] = field(default_factory=dict)
+    """The `imports:` blocks (SPEC 10)."""
 
     def captured_source(self, name: str) -> str:
         """The captured collection a derived collection's documents come from, through every
@@ -100,6 +146,14 @@ class Catalog:
         if name in seen and self.profiles is not None:
             return self.profiles.events  # the unique stage reads what the records stage writes
         return name
+
+    def captured(self) -> list[str]:
+        """The collections producers may write, sorted: neither derived nor written by the
+        records stage (the events it forwards to destinations, `profiles.forwarded`)."""
+        own = set(self.derivations)
+        if self.profiles is not None:
+            own.add(self.profiles.records + ".forwarded")
+        return sorted(name for name in self.collections if name not in own)
 
     def derivations_from(self, source: str) -> list[DerivationSpec]:
         """The derivations reading `source`, in declaration order."""

@@ -87,6 +87,7 @@ class Stats:
     group_changes: int = 0
     group_evaluations: int = 0
     timers_fired: int = 0
+    import_rows_applied: int = 0
     documents_out: int = 0
     documents_by_collection: Counter[str] = field(default_factory=Counter)
     batches: int = 0

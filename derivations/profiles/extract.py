@@ -10,8 +10,10 @@ value of the wrong type (aggregates cannot un-set a value anyway). For an array 
 (`distinct`), a list at the path contributes each of its elements (nulls skipped); a list for
 any other property does not fit its type.
 
-Import-sourced properties (`from: {import, column}`) take their value from rows, not events:
-the runtime adds those with `Aggregate("latest", type)` ordered by watermark.
+An `ImportProperty` (`from: {import, column}`, SPEC 10) takes its value from rows of an import,
+not from events: `Aggregate("latest", type)` over the rows' column, ordered like events. The
+import reader gives rows increasing occurredAt in watermark order, so the latest is the row with
+the greatest watermark. A NULL (or absent) column contributes nothing, as a JSON null does.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from .aggregates import Aggregate, Order, State
 from .compiled import adder
-from .model import EventSource, ProfilesSpec, PropertySpec
+from .model import EventSource, ImportSource, ProfilesSpec, PropertySpec
 from .operators import Condition, compile_condition
 from .values import Invalid, Value, normalise, normaliser
 
@@ -137,6 +139,44 @@ class EventProperty:
         return take
 
 
+@dataclass(frozen=True)
+class ImportProperty:
+    """A compiled import-sourced property: rows `{"values": {column: value}}` add to it."""
+
+    name: str
+    type: str
+    aggregate: Aggregate
+    source: str
+    """The import's name."""
+    column: str
+    array: bool = False
+    events: frozenset[str] = frozenset()
+    """No event type: rows are added with `taker`, events never (`Records.taking`)."""
+
+    def taker(self) -> Taker:
+        """Adds a row's value of `column` (normalised by the type) to the state."""
+        add, norm, column = adder(self.aggregate), normaliser(self.type), self.column
+
+        def take(state: State, row: Mapping[str, Any], order: Order, _: Any) -> State:
+            raw = row["values"].get(column)
+            return state if raw is None else add(state, norm(raw), order)
+
+        return take
+
+
+Property = EventProperty | ImportProperty
+
+
+def compile_import_property(spec: PropertySpec) -> ImportProperty:
+    """An import-sourced property of a checked spec."""
+    source = spec.source
+    if not isinstance(source, ImportSource):
+        raise ValueError(f"property '{spec.name}' comes from events, not from an import")
+    return ImportProperty(
+        spec.name, spec.type, Aggregate("latest", spec.type), source.name, source.column
+    )
+
+
 def compile_property(spec: PropertySpec) -> EventProperty:
     """An event-sourced property of a checked spec."""
     source = spec.source
@@ -162,4 +202,14 @@ def compile_properties(spec: ProfilesSpec) -> dict[str, EventProperty]:
         name: compile_property(prop)
         for name, prop in spec.properties.items()
         if isinstance(prop.source, EventSource)
+    }
+
+
+def compile_all(spec: ProfilesSpec) -> dict[str, Property]:
+    """Every property of `spec`, by name, in declaration order."""
+    return {
+        name: compile_property(prop)
+        if isinstance(prop.source, EventSource)
+        else compile_import_property(prop)
+        for name, prop in spec.properties.items()
     }

@@ -21,7 +21,7 @@ from typing import Any
 
 from .aggregates import Aggregate, Order, make_order
 from .compiled import Reader, adder, reader
-from .extract import EventProperty, Taker, compile_properties
+from .extract import ImportProperty, Property, Taker, compile_all
 from .identity import ANON
 from .instants import parse_instant
 from .model import ProfilesSpec
@@ -58,8 +58,11 @@ def _linked(anonymous: list[str], anonymous_id: str | None) -> list[str]:
 class Records:
     """The record logic of one checked `profiles:` spec."""
 
-    properties: Mapping[str, EventProperty]
+    properties: Mapping[str, Property]
     _taking: dict[Any, tuple[tuple[str, Taker], ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _importing: dict[str, tuple[tuple[str, Taker], ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
     _takers: dict[str, Taker] = field(init=False, compare=False, repr=False)
@@ -76,7 +79,7 @@ class Records:
 
     @classmethod
     def of(cls, spec: ProfilesSpec) -> Records:
-        return cls(compile_properties(spec))
+        return cls(compile_all(spec))
 
     def taking(self, kind: Any) -> tuple[tuple[str, Taker], ...]:
         """The properties an event of type `kind` may contribute to (those of every type too),
@@ -92,6 +95,17 @@ class Records:
                 self._taking[kind] = found
         return found
 
+    def importing(self, source: str) -> tuple[tuple[str, Taker], ...]:
+        """The properties rows of import `source` set, each with its taker."""
+        found = self._importing.get(source)
+        if found is None:
+            found = self._importing[source] = tuple(
+                (name, self._takers[name])
+                for name, prop in self.properties.items()
+                if isinstance(prop, ImportProperty) and prop.source == source
+            )
+        return found
+
     def empty(self) -> Record:
         return {"p": {}, "a": [], "c": {}, "u": {}}
 
@@ -105,6 +119,27 @@ class Records:
         for name, take in self.taking(event.get("type")):
             before = aggregates.get(name)
             after = take(before if before is not None else {}, event, order, occurred)
+            if after is not before and after:
+                aggregates[name] = after
+        return {
+            **state,
+            "p": aggregates,
+            "a": _linked(state["a"], anonymous_id),
+            "c": _ADD_CREATED(state["c"], occurred, order),
+            "u": _ADD_UPDATED(state["u"], occurred, order),
+        }
+
+    def apply_row(
+        self, state: Record, row: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
+    ) -> Record:
+        """`state` with one import row added (`{"id", "import", "occurredAt", "values"}`): it
+        sets the import's properties, and counts for createdAt and updatedAt like an event."""
+        order = order_of(row, arrival_ms)
+        occurred = normalise("date", row["occurredAt"])
+        aggregates = dict(state["p"])
+        for name, take in self.importing(row["import"]):
+            before = aggregates.get(name)
+            after = take(before if before is not None else {}, row, order, occurred)
             if after is not before and after:
                 aggregates[name] = after
         return {

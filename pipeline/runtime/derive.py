@@ -38,7 +38,8 @@ from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.batches import BatchWriter
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.groups import TIMERS_PER_PASS, MembersTask
-from pipeline.runtime.profiles import IdentityTask, RecordsTask
+from pipeline.runtime.identity import IdentityTask
+from pipeline.runtime.profiles import RecordsTask
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.route import Router
 from pipeline.runtime.settings import Settings
@@ -320,6 +321,7 @@ class Deriver:
             self.stats.group_changes += result.group_changes
             self.stats.group_evaluations += result.evaluations
             self.stats.timers_fired += result.timers_fired
+            self.stats.import_rows_applied += result.rows
             self.stats.documents_out += len(result.documents)
             for collection, n in published:
                 by_collection[collection] += n

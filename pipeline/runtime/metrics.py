@@ -155,6 +155,11 @@ def render(worker: Observed) -> str:
             "Records whose relative-rule timer fired (a group flipping with no new event).",
             s.timers_fired,
         ),
+        (
+            "profile_import_rows_applied_total",
+            "Import rows applied to records (a row read twice is applied once).",
+            s.import_rows_applied,
+        ),
     ):
         out.family(name, "counter", help, [({}, value)])
     out.family(
@@ -195,7 +200,24 @@ def render(worker: Observed) -> str:
         [(labels, m.flushes) for labels, m in sinks],
     )
     _sink_figures(out, worker)
+    _import_figures(out, worker)
     return out.text()
+
+
+def _import_figures(out: Exposition, worker: Observed) -> None:
+    """Each scheduled import's counters (SPEC 10), labelled by import."""
+    runners = [({"import": r.spec.name}, r.stats) for r in getattr(worker, "imports", ())]
+    if not runners:
+        return
+    for name, kind, help_, attribute in (
+        ("import_runs_total", "counter", "Import runs completed.", "runs"),
+        ("import_pages_total", "counter", "Pages of rows read.", "pages"),
+        ("import_rows_total", "counter", "Rows written on toward records.", "rows"),
+        ("import_rows_skipped_total", "counter", "Rows without an identity.", "skipped"),
+        ("import_errors_total", "counter", "Failed runs (retried with backoff).", "errors"),
+        ("import_last_run_timestamp_seconds", "gauge", "When a run last ended.", "last_run_at"),
+    ):
+        out.family(name, kind, help_, [(labels, getattr(s, attribute)) for labels, s in runners])
 
 
 def _loops(worker: Observed) -> list[LoopFigures]:

@@ -48,28 +48,25 @@ from typing import Any
 import orjson
 
 from derivations.profiles import uniqueness
-from derivations.profiles.identity import resolve, user_id_of
-from derivations.profiles.instants import format_instant, from_epoch_ns
+from derivations.profiles.instants import from_epoch_ns
 from derivations.profiles.membership import merge_manual, set_manual
 from derivations.profiles.records import Record, Records, order_of
 from pipeline.catalog import Catalog
-from pipeline.catalog.profiles import claims, identified
-from pipeline.documents import pointers
+from pipeline.catalog.profiles import claims, forwarded
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.groups import (
-    ARRIVED,
     NOT_MOVED,
     RECORD,
     Grouping,
     changed_properties,
     record_key,
 )
+from pipeline.runtime.identity import Stage, dedup_window_ms, record_key_of
 from pipeline.runtime.state import PartitionState
-from pipeline.runtime.task import BatchResult, Output, deduplicate
+from pipeline.runtime.task import BatchResult, Output
 
 log = logging.getLogger(__name__)
 
-LINK = b"l:"
 APPLIED = b"d:"
 MOVED = b"m:"
 CLAIMED = b"u:"
@@ -77,94 +74,7 @@ INDEX = b"U:"
 _DELETED: Record = {}
 
 
-def _window_ms(catalog: Catalog, collection: str) -> int | None:
-    window = catalog.collections[collection].dedup_window
-    return None if window is None else int(window * 1000)
-
-
-class _Stage:
-    """What every profile stage has: the `profiles:` section, its source and shuffle key."""
-
-    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        profiles = catalog.profiles
-        assert profiles is not None
-        self.profiles = profiles
-        (spec,) = catalog.derivations_from(source)
-        self.source = catalog.collections[source]
-        self.shuffle_key = spec.shuffle_encoder()
-        middle = catalog.collections[identified(profiles.records)]
-        self.into_records = Output(middle, topic_of(middle.name), _record_key, None, b"", True)
-        """`<records>.identified`, partitioned by record: the records stage's input."""
-
-
-class IdentityTask(_Stage):
-    """Stage 1: events to record ids (module docstring)."""
-
-    def __init__(self, catalog: Catalog, source: str, topic_of: Callable[[str], str]) -> None:
-        super().__init__(catalog, source, topic_of)
-        self.dedup_key = pointers.key_encoder(self.source.key)
-        self.dedup_window_ms = _window_ms(catalog, source)
-        self.output = self.into_records
-        self.outputs = [self.output]
-
-    def process_documents(
-        self, items: Sequence[tuple[Any, int]], state: PartitionState
-    ) -> BatchResult:
-        result = BatchResult(events=len(items))
-        if self.dedup_window_ms is not None:
-            items = deduplicate(items, state, result, self.dedup_key, self.dedup_window_ms)
-        links: dict[bytes, str | None] = {}
-        out = result.documents
-        output = self.output
-        dumps = orjson.dumps
-        for event, timestamp in items:
-            anonymous = event.get("anonymousId")
-            link = None
-            if anonymous is not None:
-                link_key = LINK + anonymous.encode()
-                if link_key in links:
-                    link = links[link_key]
-                else:
-                    stored = state.get(link_key)
-                    link = None if stored is None else stored.decode()
-            user = user_id_of(event)
-            resolved = resolve(user, anonymous, link)
-            if anonymous is not None and resolved.link != link:
-                links[link_key] = resolved.link
-            if resolved.conflict is not None:
-                result.conflicts += 1
-                log.warning(
-                    "identity: event %s of userId %r has anonymousId %r, linked to %r already;"
-                    " it goes to %r and the two stay apart",
-                    event.get("id"),
-                    user,
-                    anonymous,
-                    resolved.conflict,
-                    user,
-                )
-            if "occurredAt" not in event:
-                event = {**event, "occurredAt": format_instant(from_epoch_ns(timestamp * 10**6))}
-            if resolved.merge is not None:
-                move = {"r": resolved.merge, "into": resolved.record, "m": event["id"]}
-                out.append((output, record_key(resolved.merge), dumps(move)))
-            # A manual membership (from the members stage) goes on as one, under "gm", with the
-            # record timestamp it arrived with.
-            kind = "e"
-            if "group" in event:
-                kind = "gm"
-                timestamp = event.pop(ARRIVED, timestamp)
-            routed: dict[str, Any] = {"r": resolved.record, kind: event, "t": timestamp}
-            if resolved.merge is not None:
-                routed["w"] = event["id"]  # the record waits for that merge's state
-            if resolved.linked is not None:
-                routed["a"] = resolved.linked
-            out.append((output, record_key(resolved.record), dumps(routed)))
-        for key, value in links.items():
-            result.changes[key] = None if value is None else value.encode()
-        return result
-
-
-class RecordsTask(_Stage):
+class RecordsTask(Stage):
     """Stage 2: record states and documents, and the merges between them (module docstring)."""
 
     def __init__(
@@ -178,9 +88,9 @@ class RecordsTask(_Stage):
         profiles = self.profiles
         self.clock = clock
         self.records = Records.of(profiles)
-        self.window_ms = _window_ms(catalog, profiles.events)
+        self.window_ms = dedup_window_ms(catalog, profiles.events)
         target = catalog.collections[profiles.records]
-        self.documents = Output(target, topic_of(target.name), _record_key, None, b"")
+        self.documents = Output(target, topic_of(target.name), record_key_of, None, b"")
         self.moves = self.into_records  # its own source
         self.outputs = [self.documents, self.moves]
         self.unique = profiles.unique
@@ -188,6 +98,17 @@ class RecordsTask(_Stage):
             index = catalog.collections[claims(profiles.records)]
             self.claims = Output(index, topic_of(index.name), _claim_key, None, b"", True)
             self.outputs.append(self.claims)
+        self.forwarding = frozenset(
+            kind
+            for destination in catalog.destinations.values()
+            if destination.enabled
+            for kind in destination.events
+        )
+        """The event types destinations forward enriched (into `forwarded(records)`)."""
+        if self.forwarding:
+            out = catalog.collections[forwarded(profiles.records)]
+            self.forwarded = Output(out, topic_of(out.name), record_key_of, None, b"", True)
+            self.outputs.append(self.forwarded)
         self.grouping = Grouping.of(catalog, topic_of)
         if self.grouping is not None:
             self.outputs.append(self.grouping.segments)
@@ -238,6 +159,8 @@ class RecordsTask(_Stage):
         revealed: dict[str, set[str]] = {}
         """Unique properties whose holder a tell changed, per record: their shown values did."""
         merged: set[str] = set()
+        forward: list[tuple[str, Any]] = []
+        """Events of a type some destination forwards, with their records (SPEC 9)."""
         current: Record | None
         for doc, timestamp in items:
             record_id = doc["r"]
@@ -249,6 +172,8 @@ class RecordsTask(_Stage):
                 current = load(record_id) or records_logic.empty()
                 current = records_logic.apply(current, event, doc["t"], doc.get("a"))
                 records[record_id] = _awaiting(current, doc.get("w"))
+                if event.get("type") in self.forwarding:
+                    forward.append((record_id, event))
             elif "into" in doc:
                 current = load(record_id)
                 if current is None:
@@ -282,6 +207,15 @@ class RecordsTask(_Stage):
                         into["M"] = merge_manual(current.get("M"), theirs["M"])
                 records[record_id] = _arrived(into, doc["m"])
                 merged.add(record_id)
+            elif "im" in doc:
+                row = doc["im"]
+                if applied(APPLIED + row["id"].encode(), timestamp):
+                    result.redeliveries += 1
+                    continue
+                current = load(record_id) or records_logic.empty()
+                current = records_logic.apply_row(current, row, doc["t"], doc.get("a"))
+                records[record_id] = _awaiting(current, doc.get("w"))
+                result.rows += 1
             elif "gm" in doc:
                 member = doc["gm"]
                 if applied(APPLIED + member["id"].encode(), timestamp):
@@ -315,6 +249,7 @@ class RecordsTask(_Stage):
         grouping = self.grouping
         now = from_epoch_ns(self.clock())
         evaluated = 0 if grouping is None else grouping.memberships.evaluated
+        shown: dict[str, dict[str, Any]] = {}
         for record_id in touched:
             record = records[record_id]
             key = RECORD + record_id.encode()
@@ -347,6 +282,12 @@ class RecordsTask(_Stage):
                 )
             changes[key] = orjson.dumps(record)
             result.documents.append((self.documents, record_key(record_id), orjson.dumps(document)))
+            shown[record_id] = document
+        for record_id, event in forward:
+            # After the record's document: what the event led to, as of this batch's end.
+            if record_id in shown:
+                note = {"r": record_id, "event": event, "document": shown[record_id]}
+                result.documents.append((self.forwarded, record_key(record_id), orjson.dumps(note)))
         for record_id in told:
             if record_id not in touched:
                 changes[CLAIMED + record_id.encode()] = orjson.dumps(held[record_id])
@@ -440,7 +381,3 @@ def _arrived(record: Record, merge: str) -> Record:
 
 def _claim_key(doc: Any) -> bytes:
     return record_key(doc["k"])
-
-
-def _record_key(doc: Any) -> bytes:
-    return record_key(doc["r"] if "r" in doc else doc["id"])

@@ -91,6 +91,8 @@ class BatchResult:
     """Groups evaluated for changed records (only those reading a changed property)."""
     timers_fired: int = 0
     """Records whose relative-rule timer fired."""
+    rows: int = 0
+    """Import rows applied to records (SPEC 10)."""
 
 
 class DerivationTask:

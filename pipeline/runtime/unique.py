@@ -13,12 +13,13 @@ import orjson
 from derivations.profiles import uniqueness
 from pipeline.catalog import Catalog
 from pipeline.runtime.groups import record_key
-from pipeline.runtime.profiles import INDEX, _Stage
+from pipeline.runtime.identity import Stage
+from pipeline.runtime.profiles import INDEX
 from pipeline.runtime.state import PartitionState
 from pipeline.runtime.task import BatchResult
 
 
-class UniqueTask(_Stage):
+class UniqueTask(Stage):
     """Stage 3: the index of unique values, telling claimants who holds theirs
     (`pipeline.runtime.profiles` says how)."""
 

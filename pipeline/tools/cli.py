@@ -55,6 +55,8 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
     profiles = catalog.profiles
     internal = 0 if profiles is None else len(internal_collections(profiles))
+    # and the events forwarded to destinations, written by the records stage
+    internal += len(set(catalog.collections) - set(catalog.derivations) - set(catalog.captured()))
     stages = sum(d.transform in STAGES for d in catalog.derivations.values())
     line = (
         f"catalog ok: {len(catalog.collections) - internal} collections, "
@@ -66,6 +68,10 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
             f"; profiles: {len(profiles.properties)} properties, {len(profiles.groups)} groups"
             f" ({profiles.events} -> {profiles.records})"
         )
+    for what, blocks in (("destination", catalog.destinations), ("import", catalog.imports)):
+        if blocks:
+            on = sum(block.enabled for block in blocks.values())
+            line += f"; {len(blocks)} {what}{'s' if len(blocks) > 1 else ''} ({on} enabled)"
     print(line)
     return 0
 
@@ -253,8 +259,10 @@ def parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
 
     from pipeline.tools.groups import add_groups_parser
+    from pipeline.tools.imports import add_imports_parser
 
     add_groups_parser(sub)
+    add_imports_parser(sub)
 
     read = sub.add_parser("read", help="print a collection's current documents as JSON lines")
     read.add_argument("collection")

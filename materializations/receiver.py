@@ -1,7 +1,9 @@
-"""A demo webhook endpoint: checks Standard Webhooks signatures and prints each toggle it gets.
+"""A demo webhook endpoint: checks Standard Webhooks signatures and prints each toggle it gets,
+and each export and enriched event of a destination (SPEC 9) POSTed to it.
 
-Redeliveries are possible (delivery is at least once), so it remembers recent toggle `event` ids
-and marks a toggle seen before as a duplicate, as a real receiver would drop it.
+Redeliveries are possible (delivery is at least once), so it remembers recent ids (a toggle's
+`event`, an export's or enriched event's `id`) and marks one seen before as a duplicate, as a
+real receiver would drop it.
 """
 
 from __future__ import annotations
@@ -44,10 +46,43 @@ class ReceiverStats:
 STATS = web.AppKey("stats", ReceiverStats)
 
 
-def describe(toggle: Any) -> str:
-    """One line for a toggle: 'toggle usr-1 left 3/seg-2 (event …, previous …)'."""
+def ident(doc: Any) -> str:
+    """What makes a document the same delivery again: a toggle's event id, else its id."""
+    if isinstance(doc, dict):
+        return str(doc["event"] if isinstance(doc.get("event"), str) else doc.get("id"))
+    return repr(doc)
+
+
+def describe_export(export: dict[str, Any], path: str) -> str:
+    """'export crm user-1 update tags [HV] -> [HV, VIP] {plan: pro}' (only what changed)."""
+    old, new = export.get("oldProperties") or {}, export.get("newProperties") or {}
+    if export.get("toDelete"):
+        change = "delete"
+    elif not export.get("oldGroups") and not old:
+        change = "create"
+    elif not export.get("newGroups"):
+        change = "leave"
+    else:
+        change = "update"
+    changed = {k: v for k, v in new.items() if old.get(k) != v}
+    tags = f"tags {export.get('oldGroups')} -> {export.get('newGroups')}"
+    shown = orjson.dumps(changed).decode() if changed else "{}"
+    return f"export {path} {export.get('record')} {change} {tags} {shown}"
+
+
+def describe(toggle: Any, path: str = "") -> str:
+    """One line for a toggle: 'toggle usr-1 left 3/seg-2 (event …, previous …)'; for an
+    export or an enriched event of a destination, what it says."""
     if not isinstance(toggle, dict):
         return f"not a toggle: {toggle!r}"
+    if "toDelete" in toggle:
+        return describe_export(toggle, path)
+    if isinstance(toggle.get("event"), dict):
+        event = toggle["event"]
+        return (
+            f"event {path} {event.get('type')} of {toggle.get('record')} tags"
+            f" {toggle.get('groups')} {orjson.dumps(toggle.get('properties')).decode()}"
+        )
     segment = toggle.get("segment") or {}
     previous = toggle.get("previous") or {}
     change = "left" if toggle.get("remove") else "joined"
@@ -81,9 +116,10 @@ def make_app(secret: str | None, delay_ms: int = 0, out: TextIO | None = None) -
         stats.requests += 1
         stats.toggles += len(toggles)
         stats.batch_sizes[len(toggles)] += 1
+        path = request.match_info.get("path", "")
         for toggle in toggles:
-            line = describe(toggle)
-            if isinstance(toggle, dict) and not stats.first_time(str(toggle.get("event"))):
+            line = describe(toggle, path)
+            if isinstance(toggle, dict) and not stats.first_time(ident(toggle)):
                 stats.duplicates += 1
                 line += " duplicate"
             print(line, file=out)

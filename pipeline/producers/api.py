@@ -107,9 +107,7 @@ class _Ingest:
         self.max_documents = max_documents
         self.max_bytes = max_bytes
         self.validators = {
-            name: Validator(spec.schema)
-            for name, spec in catalog.collections.items()
-            if name not in catalog.derivations
+            name: Validator(catalog.collections[name].schema) for name in catalog.captured()
         }
         self.writers: dict[tuple[str, str], CollectionWriter] = {}
         self.product_events = catalog.profiles.events if catalog.profiles is not None else None

@@ -228,13 +228,13 @@ def parse_collections(text: str, catalog: Catalog) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
         raise SegflowError("--collections: expected at least one collection name")
-    writable = sorted(set(catalog.collections) - set(catalog.derivations))
+    writable = catalog.captured()
     for name in names:
-        if name in catalog.derivations:
+        if name in catalog.collections and name not in writable:
             source = catalog.captured_source(name)
+            how = f"derived from {source!r}" if source != name else "written by the records stage"
             raise SegflowError(
-                f"collection {name!r} is derived from {source!r} and cannot be ingested;"
-                f" expected one of {writable}"
+                f"collection {name!r} is {how} and cannot be ingested; expected one of {writable}"
             )
         if name not in catalog.collections:
             raise SegflowError(f"unknown collection {name!r}; expected one of {writable}")

@@ -43,7 +43,24 @@ def make_sink(
     spec: MaterializationSpec,
     topics: Mapping[str, BindingSpec],
     dead_letter: Callable[[bytes, dict[str, str]], Awaitable[None]],
+    *,
+    catalog: Catalog | None = None,
+    settings: Settings | None = None,
 ) -> Sink:
+    """The sink of `spec`'s kind; a destination's (`materializations.destinations`) also needs
+    the catalog that declares it and the settings naming Segflow's own Postgres."""
+    if spec.kind == "destination":
+        from materializations import destinations
+
+        assert catalog is not None and settings is not None, "a destination needs both"
+        return destinations.make(
+            catalog.destinations[spec.name.removeprefix(destinations.PREFIX)],
+            spec,
+            topics,
+            dead_letter=dead_letter,
+            settings_postgres=settings.postgres,
+            settings_schema=settings.postgres_schema,
+        )
     if spec.kind == "postgres":
         from materializations.postgres import PostgresSink
 
@@ -75,7 +92,9 @@ class Materializer:
         self.group = group
         self.names = Names(settings.topic_prefix)
         self.topics = {self.names.collection(b.source): b for b in spec.bindings}
-        self.sink = make_sink(spec, self.topics, self._dead_letter)
+        self.sink = make_sink(
+            spec, self.topics, self._dead_letter, catalog=catalog, settings=settings
+        )
         self.commits: Commits | None = None
         self.records = 0
         """Records applied to the sink so far."""
@@ -99,7 +118,13 @@ class Materializer:
 
     async def run(self, stopping: asyncio.Event) -> None:
         group = self.names.group(f"materialize.{self.spec.name}")
-        consumer = group_consumer(self.bootstrap, group, self.settings.session_timeout_ms)
+        # A destination reads partition p of the records and of the forwarded events together.
+        consumer = group_consumer(
+            self.bootstrap,
+            group,
+            self.settings.session_timeout_ms,
+            co_partitioned=self.spec.kind == "destination",
+        )
         commits = self.commits = Commits(consumer)
         self.figures.consumer = consumer
         if not await self._open(stopping):

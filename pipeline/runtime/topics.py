@@ -20,7 +20,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from materializations.destinations import materialization_name
 from pipeline.catalog import Catalog
+from pipeline.catalog.profiles import forwarded
 from pipeline.errors import SegflowError
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,13 @@ def pipeline_topics(catalog: Catalog, names: Names) -> dict[str, tuple[int, dict
         topics[names.changelog(source)] = (partitions, CHANGELOG_CONFIG)
     for m in catalog.materializations.values():
         topics[names.sink_dead_letter(m.name)] = (1, TOPIC_CONFIG)
+    if catalog.profiles is not None:
+        records = catalog.profiles.records
+        for d in catalog.destinations.values():
+            topics[names.sink_dead_letter(materialization_name(d.name))] = (1, TOPIC_CONFIG)
+            if d.events:  # read by the destination with the records, partition by partition
+                partitions = catalog.collections[records].partitions
+                topics.setdefault(names.collection(forwarded(records)), (partitions, TOPIC_CONFIG))
     return topics
 
 

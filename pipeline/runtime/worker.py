@@ -17,10 +17,13 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from materializations.destinations import materialization_of
 from pipeline.catalog import Catalog
+from pipeline.errors import SegflowError
 from pipeline.figures import LoopFigures, Stats
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.derive import Deriver
+from pipeline.runtime.imports import Checkpoints, ImportRunner, run_schedule
 from pipeline.runtime.materialize import Materializer, run_in_thread
 from pipeline.runtime.progress import Progress
 from pipeline.runtime.settings import Settings
@@ -67,6 +70,8 @@ class Worker:
         self.stopping = asyncio.Event()
         self.failure: Exception | None = None
         self.sinks: list[Materializer] = []
+        self.imports: list[ImportRunner] = []
+        """The imports this worker schedules (their figures: `pipeline.runtime.metrics`)."""
         self.producer: AIOKafkaProducer | None = None
         self.deriver = Deriver(
             settings,
@@ -87,6 +92,11 @@ class Worker:
         """The shuffle partitions this worker owns now (for `/health`)."""
         return self.deriver.states
 
+    @property
+    def destinations(self) -> list[Materializer]:
+        """The materializations running destinations (SPEC 9), for `segflow dev`'s lines."""
+        return [m for m in self.sinks if m.spec.kind == "destination"]
+
     async def run(self) -> None:
         """Run until `stop()`; drains the batch in flight and commits before returning."""
         await ensure_topics(self.bootstrap, pipeline_topics(self.catalog, self.names))
@@ -99,9 +109,12 @@ class Worker:
         )
         await self.producer.start()
         try:
+            self.imports = self.import_runners()
             loops = []
             if self.deriver.tasks:
                 loops.append(asyncio.create_task(self.deriver.run(self.producer), name="deriver"))
+            if self.imports:
+                loops.append(asyncio.create_task(self._run_imports(), name="imports"))
             if materializers := self.materializers():
                 loops.append(
                     asyncio.create_task(
@@ -122,11 +135,41 @@ class Worker:
             await self.producer.stop()
             self.deriver.close()
 
+    def import_runners(self) -> list[ImportRunner]:
+        """The catalog's enabled imports (SPEC 10), each run on its schedule by this worker
+        while no other process runs it. Their checkpoints live in Segflow's Postgres."""
+        specs = [spec for spec in self.catalog.imports.values() if spec.enabled]
+        if not specs:
+            return []
+        if self.settings.postgres is None:
+            names = ", ".join(spec.name for spec in specs)
+            raise SegflowError(
+                f"imports ({names}) keep their checkpoints in Segflow's Postgres: set"
+                " SEGFLOW_POSTGRES"
+            )
+        checkpoints = Checkpoints(self.settings.postgres, self.settings.postgres_schema)
+        assert self.producer is not None
+        return [
+            ImportRunner(spec, self.catalog, self.names, checkpoints, self.producer)
+            for spec in specs
+        ]
+
+    async def _run_imports(self) -> None:
+        await asyncio.gather(*(run_schedule(runner, self.stopping) for runner in self.imports))
+
     def materializers(self) -> list[Materializer]:
-        """The catalog's enabled materializations (none when `materialize` is off)."""
+        """The catalog's enabled materializations and destinations (none when `materialize`
+        is off)."""
         if not self.materialize:
             return []
         assert self.producer is not None
+        specs = [spec for spec in self.catalog.materializations.values() if spec.enabled]
+        if (profiles := self.catalog.profiles) is not None:
+            specs += [
+                materialization_of(destination, profiles.records)
+                for destination in self.catalog.destinations.values()
+                if destination.enabled
+            ]
         self.sinks = [
             Materializer(
                 self.settings,
@@ -136,8 +179,7 @@ class Worker:
                 producer=self.producer,
                 group=self.group,
             )
-            for spec in self.catalog.materializations.values()
-            if spec.enabled
+            for spec in specs
         ]
         return self.sinks
 

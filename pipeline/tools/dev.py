@@ -98,6 +98,54 @@ async def api(settings: Settings, port: int) -> None:
     await serve(settings, "127.0.0.1", port)
 
 
+WAREHOUSE_PLANS = ("free", "starter", "pro", "enterprise")
+
+
+def create_warehouse(dsn: str, people: int = 120) -> str:
+    """The demo's "warehouse": a database `warehouse` beside Segflow's on the embedded server,
+    with a table `warehouse_users(user_id, plan, seats, updated_at)` holding a plan for each
+    person of the demo's product events. Its DSN (the catalog's import reads it)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute("select 1 from pg_database where datname = 'warehouse'").fetchone()
+        if found is None:
+            conn.execute("create database warehouse")
+    warehouse = psycopg.conninfo.make_conninfo(dsn, dbname="warehouse")
+    with psycopg.connect(warehouse, autocommit=True) as conn:
+        conn.execute(
+            "create table if not exists warehouse_users (user_id text primary key, plan text,"
+            " seats integer, updated_at timestamptz not null default now())"
+        )
+        conn.cursor().executemany(
+            "insert into warehouse_users (user_id, plan, seats) values (%s, %s, %s)"
+            " on conflict (user_id) do nothing",
+            [
+                (f"user-{p:06d}", WAREHOUSE_PLANS[p % len(WAREHOUSE_PLANS)], 1 + p % 7)
+                for p in range(people)
+            ],
+        )
+    return warehouse
+
+
+async def upgrade_plans(warehouse: str, every: float = 20.0, people: int = 120) -> None:
+    """Every `every` seconds, a few demo people change plan in the warehouse (the import picks
+    the rows up by their new `updated_at`)."""
+    step = 0
+    while True:
+        await asyncio.sleep(every)
+        step += 1
+        chosen = [f"user-{(step * 7 + i * 31) % people:06d}" for i in range(3)]
+        plan = WAREHOUSE_PLANS[step % len(WAREHOUSE_PLANS)]
+        try:
+            async with await psycopg.AsyncConnection.connect(warehouse, autocommit=True) as conn:
+                await conn.execute(
+                    "update warehouse_users set plan = %s, updated_at = now()"
+                    " where user_id = any(%s)",
+                    (plan, chosen),
+                )
+        except psycopg.Error as exc:
+            log.warning("demo warehouse: %s", exc)
+
+
 async def _rows(settings: Settings, sql: str, params: tuple[Any, ...]) -> list[Any] | str:
     """The rows of a query on the demo's Postgres, or why there are none yet (the tables are
     not created yet, or Postgres is busy: the caller says so and the demo keeps going)."""
@@ -152,6 +200,26 @@ async def groups_line(settings: Settings, vendor: int, changes: int, timers: int
     )
 
 
+def flows_line(worker: Worker) -> str:
+    """Imports and destinations: rows read per import, exports delivered per destination."""
+    parts = [
+        f"import {r.spec.name}: {r.stats.rows} rows read in {r.stats.runs} runs"
+        + (f", {r.stats.errors} errors" if r.stats.errors else "")
+        for r in worker.imports
+    ]
+    for m in worker.destinations:
+        figures = {f.name: f.value for f in m.sink.figures()}
+        name = m.spec.name.removeprefix("destination.")
+        if "destination_exports_delivered_total" in figures:
+            exports = figures["destination_exports_delivered_total"]
+            events = figures.get("destination_events_delivered_total", 0)
+            parts.append(f"destination {name}: {exports} exports, {events} events delivered")
+        else:
+            upserted = figures.get("destination_postgres_rows_upserted_total", 0)
+            parts.append(f"destination {name}: {upserted} rows written")
+    return "; ".join(parts)
+
+
 async def _run(
     settings: Settings,
     catalog: Catalog,
@@ -159,6 +227,7 @@ async def _run(
     rate: float,
     receiver_port: int | None,
     api_port: int,
+    warehouse: str | None = None,
 ) -> None:
     tune_gc()
     worker = Worker(settings, catalog, bootstrap=bootstrap)
@@ -194,7 +263,11 @@ async def _run(
                 if vendor is not None:
                     line = await groups_line(settings, vendor, s.group_changes, s.timers_fired)
                     print(line, flush=True)
+            if worker.imports or worker.destinations:
+                print(flows_line(worker), flush=True)
 
+    if warehouse is not None:
+        side.append(asyncio.create_task(upgrade_plans(warehouse)))
     side.append(asyncio.create_task(stats()))
     try:
         await running
@@ -230,6 +303,12 @@ def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
         os.environ.update(
             SEGFLOW_POSTGRES=dsn or "", SEGFLOW_WEBHOOK_URL=url, SEGFLOW_WEBHOOK_SECRET=secret or ""
         )
+        warehouse = None
+        if postgres is not None and not os.environ.get("SEGFLOW_WAREHOUSE_DSN"):
+            warehouse = create_warehouse(postgres.dsn)  # the demo's import reads it
+            os.environ["SEGFLOW_WAREHOUSE_DSN"] = warehouse
+        if receiver_port is not None and not os.environ.get("SEGFLOW_DESTINATION_URL"):
+            os.environ["SEGFLOW_DESTINATION_URL"] = url + "crm"  # the demo destination's
         catalog = load_catalog(settings.catalog)
         settings = settings.with_(
             broker=bootstrap, postgres=dsn, webhook_url=url, webhook_secret=secret
@@ -244,5 +323,5 @@ def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
         metrics = settings.metrics_addr
         if metrics is not None and metrics[1] and not port_free(metrics[1]):
             settings = settings.with_(metrics_addr=(metrics[0], 0))
-        asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port, api_port))
+        asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port, api_port, warehouse))
     return 0

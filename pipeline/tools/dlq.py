@@ -1,8 +1,10 @@
 """`segflow dlq`: show and re-send what was dead-lettered.
 
 Three kinds of dead letters: documents of a collection that failed validation
-(`<topic>.dead-letter`), webhook batches an endpoint rejected for good, and records a Postgres
-table could not hold (both `segflow.<materialization>.dead-letter`). Replay re-sends them —
+(`<topic>.dead-letter`), webhook batches an endpoint rejected for good (a webhook
+materialization's, or a webhook destination's requests of exports and events, under the name
+`destination.<name>`), and records a Postgres table could not hold (all three
+`segflow.<materialization>.dead-letter`). Replay re-sends them —
 documents to their collection's topic (validated again), batches to the endpoint, and for a
 parked Postgres record the *current* document of its key (so a replay never takes a row back to
 an older state) to the partition it came from, for the sink to write again — and remembers how
@@ -14,14 +16,15 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from materializations.destinations import materialization_name
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError
 from pipeline.runtime.topics import Names, read_to_end
@@ -35,14 +38,19 @@ class Target:
     name: str  # collection or materialization name
     topic: str
     kind: str  # "collection" | "webhook" | "postgres"
+    config: Mapping[str, str] = field(default_factory=dict)
+    """The endpoint's, for a webhook."""
 
 
 def targets(catalog: Catalog, names: Names, only: str | None = None) -> list[Target]:
     found = [Target(c, names.dead_letter(c), "collection") for c in catalog.collections]
     found += [
-        Target(m.name, names.sink_dead_letter(m.name), m.kind)
+        Target(m.name, names.sink_dead_letter(m.name), m.kind, m.config)
         for m in catalog.materializations.values()
     ]
+    for d in catalog.destinations.values():
+        name = materialization_name(d.name)
+        found.append(Target(name, names.sink_dead_letter(name), d.kind, d.config))
     if only is None:
         return found
     chosen = [t for t in found if t.name == only]
@@ -105,8 +113,7 @@ async def replay(bootstrap: str, catalog: Catalog, names: Names, name: str) -> i
                 bootstrap, target, names.collection(name), start, consumer
             )
         elif target.kind == "webhook":
-            config = catalog.materializations[name].config
-            sent = await _replay_batches(bootstrap, target, config, start, consumer)
+            sent = await _replay_batches(bootstrap, target, target.config, start, consumer)
         elif target.kind == "postgres":
             sent = await _replay_records(bootstrap, target, start, consumer)
         return sent

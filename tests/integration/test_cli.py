@@ -96,7 +96,8 @@ def test_catalog_check(tmp_path: Path) -> None:
     ok = segflow("catalog", "check")
     assert ok.returncode == 0, ok.stderr
     assert "catalog ok: 7 collections, 3 derivations, 3 materializations" in ok.stdout
-    assert "profiles: 13 properties, 7 groups (profile/events -> profile/records)" in ok.stdout
+    assert "; 1 destination (0 enabled); 1 import (0 enabled)" in ok.stdout
+    assert "profiles: 15 properties, 7 groups (profile/events -> profile/records)" in ok.stdout
     broken = tmp_path / "catalog"
     broken.mkdir()
     text = (

@@ -22,6 +22,7 @@ RECORDS = re.compile(
     r"records (\d+) in profile_records \((\d+) people with (\d+) devices, \d+ on several; "
     r"(\d+) anonymous\), \d+ purchases; merged (\d+), identity conflicts \d+"
 )
+IMPORTED = re.compile(r"import warehouse-users: (\d+) rows read in \d+ runs")
 GROUPS = re.compile(r"groups \(segment_memberships, vendor 100\): (.*); (\d+) joins and leaves")
 
 
@@ -48,7 +49,11 @@ def test_dev_shows_toggles_and_records_being_merged(tmp_path: Path) -> None:
             found = RECORDS.findall(out.read_text())
             groups = GROUPS.findall(out.read_text())
             joined = groups and int(groups[-1][1]) > 0 and "recent-buyers" in groups[-1][0]
+            exported = "\nexport crm " in out.read_text() and IMPORTED.search(out.read_text())
             if found and int(found[-1][4]) > 0 and "toggle " in out.read_text() and joined:
+                if not exported:
+                    time.sleep(1)
+                    continue
                 merged = found[-1]
                 break
             time.sleep(1)
@@ -58,6 +63,10 @@ def test_dev_shows_toggles_and_records_being_merged(tmp_path: Path) -> None:
     text = out.read_text()
     assert merged is not None, text[-3000:]
     records, people, devices, anonymous, _ = map(int, merged)
-    assert records == people + anonymous and devices >= people  # each signed in on a device
+    # People come from the warehouse import too (a plan each), not only from signed-in devices.
+    assert records == people + anonymous and people >= 120 and devices > 0
+    imported = IMPORTED.findall(text)
+    assert imported and int(imported[-1]) >= 120, "the demo warehouse's rows, a plan per person"
+    assert re.search(r"^export crm \S+ create ", text, re.M), "the demo destination's exports"
     assert "ingest/profile/events" in text, "a curl line for a product event"
     assert code == 0, text[-3000:]

@@ -1,0 +1,293 @@
+"""What a destination acknowledged, kept in Segflow's own Postgres (`SEGFLOW_POSTGRES`, schema
+`SEGFLOW_POSTGRES_SCHEMA`); the tables are created if missing:
+
+- `segflow_destination_acks(destination, record, partition, position, view jsonb)`: per
+  record, the view the destination last acknowledged (null: it holds nothing) and the
+  records-topic offset of the document it reflects. A row with a null view is kept only
+  while its position is at or past the checkpoint (it tells a document read again after a
+  restart from a new one); later ones are deleted with the checkpoint that passes them.
+- `segflow_destination_checkpoints(destination, topic, partition, next_offset)`: where each
+  source partition resumes.
+- `segflow_destination_outbox(destination, partition, webhook_id, body, through jsonb,
+  changes jsonb, exports, events)`: the request a lane has prepared and not yet settled, with
+  the offsets it covers (`through`, per topic) and what its answer changes.
+
+A lane writes its outbox row in one transaction before it sends, and settles in another —
+baselines, checkpoint, the row deleted — once answered. Operations are shielded from
+cancellation (a revoked lane's transaction completes or rolls back whole) and share one
+connection, one at a time: each is a few statements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from materializations.destinations.batches import Baseline, Change
+from materializations.destinations.exports import View
+
+ACKS = "segflow_destination_acks"
+CHECKPOINTS = "segflow_destination_checkpoints"
+OUTBOX = "segflow_destination_outbox"
+
+T = TypeVar("T")
+
+
+@dataclass
+class Outbox:
+    """A prepared request (an empty body: nothing to send, only the checkpoint moves)."""
+
+    partition: int
+    message_id: str
+    body: bytes
+    through: dict[str, int]
+    changes: list[Change]
+    exports: int
+    events: int
+    written: bool = False
+    """Whether its row is in the outbox table (a row read back at start is)."""
+    outcome: str | None = None
+    """'ok', 'skipped' (404 in enrich mode) or 'parked' once answered; None before."""
+
+
+class Store:
+    """One destination's tables."""
+
+    def __init__(self, dsn: str, schema: str, destination: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.destination = destination
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    def _table(self, name: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, name)
+
+    async def open(self) -> None:
+        async def create(conn: psycopg.AsyncConnection[Any]) -> None:
+            # Serialises workers starting at once: `if not exists` alone races in the catalog.
+            await conn.execute(
+                "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"segflow:ddl:{self.schema}",),
+            )
+            await conn.execute(
+                sql.SQL("create schema if not exists {}").format(sql.Identifier(self.schema))
+            )
+            for statement in (
+                "create table if not exists {acks} (destination text, record text,"
+                " partition int not null, position bigint not null, view jsonb,"
+                " primary key (destination, record))",
+                "create index if not exists {gone} on {acks} (destination, partition, position)"
+                " where view is null",
+                "create table if not exists {checkpoints} (destination text, topic text,"
+                " partition int, next_offset bigint not null,"
+                " primary key (destination, topic, partition))",
+                "create table if not exists {outbox} (destination text, partition int,"
+                " webhook_id text not null, body bytea not null, through jsonb not null,"
+                " changes jsonb not null, exports int not null, events int not null,"
+                " primary key (destination, partition))",
+            ):
+                await conn.execute(
+                    sql.SQL(statement).format(
+                        acks=self._table(ACKS),
+                        gone=sql.Identifier(ACKS + "_gone"),
+                        checkpoints=self._table(CHECKPOINTS),
+                        outbox=self._table(OUTBOX),
+                    )
+                )
+
+        await self._run(create)
+
+    async def close(self) -> None:
+        async with self._lock:  # after every operation already under way
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+
+    async def settled(self) -> None:
+        """Return once every operation already under way has finished (a revoked lane's)."""
+        async with self._lock:
+            pass
+
+    async def checkpoints(self, partitions: Collection[int]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> next offset, for the partitions that have one."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> dict[tuple[str, int], int]:
+            cursor = await conn.execute(
+                sql.SQL(
+                    "select topic, partition, next_offset from {} where destination = %s"
+                    " and partition = any(%s)"
+                ).format(self._table(CHECKPOINTS)),
+                (self.destination, list(partitions)),
+            )
+            return {(topic, p): offset for topic, p, offset in await cursor.fetchall()}
+
+        return await self._run(read)
+
+    async def outboxes(self, partitions: Collection[int]) -> dict[int, Outbox]:
+        """The requests prepared and not settled before a stop or crash, by partition."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> dict[int, Outbox]:
+            cursor = await conn.execute(
+                sql.SQL(
+                    "select partition, webhook_id, body, through, changes, exports, events"
+                    " from {} where destination = %s and partition = any(%s)"
+                ).format(self._table(OUTBOX)),
+                (self.destination, list(partitions)),
+            )
+            found = {}
+            for p, msg_id, body, through, changes, exports, events in await cursor.fetchall():
+                found[p] = Outbox(
+                    p, msg_id, bytes(body), through, _changes(changes), exports, events, True
+                )
+            return found
+
+        return await self._run(read)
+
+    async def baselines(self, records: Collection[str]) -> dict[str, Baseline]:
+        """What the destination acknowledged of each of `records` that it has a row for."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> dict[str, Baseline]:
+            cursor = await conn.execute(
+                sql.SQL(
+                    "select record, position, view from {} where destination = %s"
+                    " and record = any(%s)"
+                ).format(self._table(ACKS)),
+                (self.destination, list(records)),
+            )
+            return {
+                record: Baseline(position, None if view is None else View.from_json(view))
+                for record, position, view in await cursor.fetchall()
+            }
+
+        return await self._run(read)
+
+    async def write(self, outbox: Outbox) -> None:
+        """The outbox row, before the request is sent."""
+
+        async def insert(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                sql.SQL(
+                    "insert into {} (destination, partition, webhook_id, body, through, changes,"
+                    " exports, events) values (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    # A write whose commit was not confirmed is done again: the same row.
+                    " on conflict (destination, partition) do update set"
+                    " webhook_id = excluded.webhook_id, body = excluded.body,"
+                    " through = excluded.through, changes = excluded.changes,"
+                    " exports = excluded.exports, events = excluded.events"
+                ).format(self._table(OUTBOX)),
+                (
+                    self.destination,
+                    outbox.partition,
+                    outbox.message_id,
+                    outbox.body,
+                    Jsonb(outbox.through),
+                    Jsonb([_change_json(c) for c in outbox.changes]),
+                    outbox.exports,
+                    outbox.events,
+                ),
+            )
+
+        await self._run(insert)
+
+    async def settle(self, outbox: Outbox, records_topic: str) -> None:
+        """Record what the answer changed, move the checkpoint, delete the outbox row: at once.
+        Views change only if the destination acknowledged; positions whatever the answer."""
+        acknowledged = outbox.outcome == "ok"
+
+        async def apply(conn: psycopg.AsyncConnection[Any]) -> None:
+            p = outbox.partition
+            rows = [
+                (
+                    self.destination,
+                    c.record,
+                    p,
+                    c.position,
+                    _view_json(c.view) if acknowledged and c.touched else None,
+                    acknowledged and c.touched,
+                )
+                for c in outbox.changes
+            ]
+            if rows:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(
+                        sql.SQL(
+                            "insert into {acks} as a (destination, record, partition, position,"
+                            " view) values (%s, %s, %s, %s, %s) on conflict (destination, record)"
+                            " do update set position = greatest(a.position, excluded.position),"
+                            " view = case when %s then excluded.view else a.view end"
+                        ).format(acks=self._table(ACKS)),
+                        rows,
+                    )
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    sql.SQL(
+                        "insert into {} as c (destination, topic, partition, next_offset)"
+                        " values (%s, %s, %s, %s) on conflict (destination, topic, partition)"
+                        " do update set next_offset = greatest(c.next_offset, excluded.next_offset)"
+                    ).format(self._table(CHECKPOINTS)),
+                    [(self.destination, t, p, o) for t, o in sorted(outbox.through.items())],
+                )
+            if records_topic in outbox.through:
+                await conn.execute(
+                    sql.SQL(
+                        "delete from {} where destination = %s and partition = %s"
+                        " and view is null and position < %s"
+                    ).format(self._table(ACKS)),
+                    (self.destination, p, outbox.through[records_topic]),
+                )
+            if outbox.written:
+                await conn.execute(
+                    sql.SQL("delete from {} where destination = %s and partition = %s").format(
+                        self._table(OUTBOX)
+                    ),
+                    (self.destination, p),
+                )
+
+        await self._run(apply)
+
+    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """`work` in one transaction, shielded from the caller's cancellation."""
+        task = asyncio.ensure_future(self._locked(work))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _locked(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=False)
+            conn = self._conn
+            try:
+                async with conn.transaction():
+                    return await work(conn)
+            except psycopg.OperationalError:
+                await conn.close()  # the next operation connects again
+                raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a shielded operation's failure as seen when its caller was cancelled meanwhile."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _view_json(view: View | None) -> Jsonb | None:
+    return None if view is None else Jsonb(view.as_json())
+
+
+def _change_json(change: Change) -> list[Any]:
+    view = None if change.view is None else change.view.as_json()
+    return [change.record, change.position, change.touched, view]
+
+
+def _changes(raw: Iterable[list[Any]]) -> list[Change]:
+    return [
+        Change(record, position, touched, None if view is None else View.from_json(view))
+        for record, position, touched, view in raw
+    ]

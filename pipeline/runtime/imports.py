@@ -1,12 +1,14 @@
 """Imports (SPEC 10): rows of a Postgres table or query, read by high watermark, into records.
 
 A run reads the rows whose watermark is at least the last one seen, in watermark order, a page at
-a time, and writes each row as an import document into the identity stage's shuffle topic, keyed
-like a product event of the person its identity column names:
+a time, and turns each row into an import document
 `{"id", "import": NAME, "userId" | "anonymousId", "occurredAt", "values": {column: value}}`.
-From there a row follows the path of an event: the identity stage drops a row it has seen (the
-events collection's dedup window), links and merges as for events, and hands it to its record,
-where it sets the import's properties (`derivations.profiles.extract.ImportProperty`).
+A row naming a userId goes straight to the records stage (`{"r": userId, "im": document}` in
+`<records>.identified`, partitioned by record: its record is the userId, there is no link to
+look up); a row naming an anonymousId goes into the identity stage's shuffle topic, keyed like
+that device's product events, and follows their path (links, merges) to its record. The records
+stage drops a row it has applied (the events collection's dedup window) and sets the import's
+properties (`derivations.profiles.extract.ImportProperty`).
 
 Paging never loses a row, even when many rows share a watermark across a page boundary:
 - a page is `watermark >= W order by watermark limit pageSize`; the next one starts at the last
@@ -51,9 +53,11 @@ from psycopg.rows import dict_row
 
 from derivations.profiles.extract import ImportProperty, compile_all
 from pipeline.catalog import Catalog
+from pipeline.catalog.profiles import identified
 from pipeline.catalog.specs import ImportSpec
 from pipeline.errors import SegflowError
 from pipeline.runtime.batches import BatchWriter
+from pipeline.runtime.groups import record_key
 from pipeline.runtime.topics import Names, partition_for
 
 log = logging.getLogger(__name__)
@@ -183,16 +187,26 @@ class ImportRunner:
         self._id_prefix = _ROW_IDS.bytes + spec.name.encode() + b"\0"
         self._second, self._prefix = -1, ""
         self.stats = ImportStats()
-        (identity,) = catalog.derivations_from(profiles.events)
-        self.key_of = identity.shuffle_encoder()
-        self.topic = names.shuffle(profiles.events)
-        self.partitions = catalog.collections[profiles.events].partitions
+        self.identity_key, self.identity_column = spec.identity
+        self.direct = self.identity_key == "userId"
+        """Rows naming a userId go straight to the records stage (the record id is the userId:
+        there is no link to look up); rows naming an anonymousId go through the identity
+        stage, which knows the device's person."""
+        if self.direct:
+            middle = identified(profiles.records)
+            self.key_of: Callable[[Any], bytes] = _routed_key
+            self.topic = names.collection(middle)
+            self.partitions = catalog.collections[middle].partitions
+        else:
+            (identity,) = catalog.derivations_from(profiles.events)
+            self.key_of = identity.shuffle_encoder()
+            self.topic = names.shuffle(profiles.events)
+            self.partitions = catalog.collections[profiles.events].partitions
         self.columns = tuple(
             prop.column
             for prop in compile_all(profiles).values()
             if isinstance(prop, ImportProperty) and prop.source == spec.name
         )
-        self.identity_key, self.identity_column = spec.identity
 
     def _source(self) -> sql.Composed | sql.SQL:
         spec = self.spec
@@ -280,10 +294,13 @@ class ImportRunner:
         writer = BatchWriter(self.producer)
         topic, partitions, key_of, dumps = self.topic, self.partitions, self.key_of, orjson.dumps
         written = 0
+        now_ms = time.time_ns() // 1_000_000
         for row in rows:
             doc = self._document(row, at)
             if doc is None:
                 continue
+            if self.direct:
+                doc = {"r": str(doc["userId"]), "im": doc, "t": now_ms}
             key = key_of(doc)
             writer.add(topic, partition_for(key, partitions), key, dumps(doc))
             written += 1
@@ -334,6 +351,10 @@ class ImportRunner:
         if what not in self.stats.warned:
             self.stats.warned.add(what)
             log.warning(message)
+
+
+def _routed_key(doc: Any) -> bytes:
+    return record_key(doc["r"])
 
 
 def _row_id(name: bytes) -> str:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import psycopg
 import pytest
@@ -23,6 +24,7 @@ from pipeline.catalog import Catalog, load_catalog
 from pipeline.catalog.profiles import identified
 from pipeline.runtime.imports import Checkpoints, ImportRunner, run_schedule
 from pipeline.runtime.topics import ensure_topics, pipeline_topics, read_to_end
+from pipeline.tools.embedded import free_port
 from pipeline.tools.read import current_documents
 from tests.fixtures.stack import ROOT, Namespace
 from tests.integration.test_pipeline import stop
@@ -46,6 +48,7 @@ profiles:
     plan:  {{type: string, from: {{import: warehouse, column: plan}}}}
     seats: {{type: integer, from: {{import: warehouse, column: seats}}}}
     visits: {{type: integer, from: {{events: "*", aggregate: count}}}}
+    tier:  {{type: string, from: {{import: devices, column: tier}}}}
 imports:
   warehouse:
     postgres: {{dsn: "${{WAREHOUSE_DSN}}", table: users}}
@@ -53,6 +56,11 @@ imports:
     interval: 1h
     pageSize: 4
     identity: {{userId: id}}
+  devices:
+    postgres: {{dsn: "${{WAREHOUSE_DSN}}", query: "select device, tier, seen from devices"}}
+    watermark: seen
+    interval: 1h
+    identity: {{anonymousId: device}}
 """
 
 # Ten rows, watermarks 1,1,1 | 2,2,2,2,2 | 3,3: pages of 4 cut through the ties of 1 and of 2.
@@ -80,6 +88,11 @@ def warehouse(postgres: str) -> Iterator[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("create table users (id int, plan text, seats text, updated_at int)")
         conn.cursor().executemany("insert into users values (%s, %s, %s, %s)", ROWS)
+        conn.execute("create table devices (device text, tier text, seen timestamptz)")
+        conn.execute(
+            "insert into devices values ('d1', 'gold', '2024-05-01T10:00:00Z'),"
+            " ('d2', 'silver', '2024-05-01T11:00:00Z')"
+        )
     yield dsn
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f"drop database {name} with (force)")
@@ -116,8 +129,9 @@ async def runner(ns: Namespace, postgres: str, schema: str) -> tuple[ImportRunne
     return ImportRunner(spec, ns.catalog, ns.names, checkpoints, producer), producer
 
 
-async def applied_rows(ns: Namespace) -> list[dict[str, Any]]:
-    """The import rows the identity stage handed to records (a row read twice: once)."""
+async def written_rows(ns: Namespace) -> list[dict[str, Any]]:
+    """The import rows written for the records stage (a userId identity goes straight there):
+    every row read, those read twice too."""
     middle = identified("profile/records")
     topic = ns.names.collection(middle)
     partitions = ns.catalog.collections[middle].partitions
@@ -129,6 +143,19 @@ async def applied_rows(ns: Namespace) -> list[dict[str, Any]]:
             if "im" in doc:
                 found.append(doc["im"])
     return found
+
+
+async def applied(port: int) -> int:
+    """Import rows the worker applied to records (`/metrics`): each row once."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as answer,
+    ):
+        text = await answer.text()
+    for line in text.splitlines():
+        if line.startswith("segflow_profile_import_rows_applied_total "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 async def records(ns: Namespace) -> dict[str, dict[str, Any]]:
@@ -162,24 +189,33 @@ async def test_pages_ties_restart_updates_and_new_rows(
     finally:
         await producer.stop()
     assert first.stats.pages == 1 and first.stats.rows == 4
+    # Device d1 signed in as person 3: its rows (an anonymousId identity) go to 3's record.
+    signin = {"id": str(uuid.uuid4()), "type": "signin", "userId": 3, "anonymousId": "d1"}
+    await ns.produce("profile/events", [signin])
     # The worker's schedule resumes at that page and reads to the end.
+    port = free_port()
     with (tmp_path / "worker.log").open("ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "pipeline.tools.cli", "worker"],
-            env=env(ns, postgres, pg_schema),
+            env={**env(ns, postgres, pg_schema), "SEGFLOW_METRICS_ADDR": f"127.0.0.1:{port}"},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
     try:
-        await _until(lambda: _count(ns, 10))
+        await _until(lambda: _applied(port, 12))
         await settled(ns)
-        rows = await applied_rows(ns)
-        assert sorted(r["userId"] for r in rows) == list(range(1, 11))  # each row once
+        rows = [r for r in await written_rows(ns) if r["import"] == "warehouse"]
+        assert sorted({r["userId"] for r in rows}) == list(range(1, 11))
+        assert len(rows) > 10  # rows at page boundaries were read twice ...
+        assert await applied(port) == 12  # ... and applied once (+ the two devices)
         got = await records(ns)
         assert {k: v["properties"].get("plan") for k, v in got.items()} == {
-            str(i): plan for i, plan, _, _ in ROWS
+            **{str(i): plan for i, plan, _, _ in ROWS},
+            "anon:d2": None,
         }
+        assert got["3"]["properties"]["tier"] == "gold" and got["3"]["anonymousIds"] == ["d1"]
+        assert got["anon:d2"]["properties"] == {"tier": "silver", "visits": 0}
         assert got["3"]["properties"]["seats"] == 3
         assert "seats" not in got["10"]["properties"]
         assert "integer" in got["10"]["invalid"]["seats"]
@@ -193,10 +229,9 @@ async def test_pages_ties_restart_updates_and_new_rows(
             conn.execute("insert into users values (11, 'free', '1', 4), (12, 'pro', '2', 5)")
         out = segflow(ns, postgres, pg_schema, "imports", "run", "warehouse")
         assert out.startswith("import warehouse: ") and "rows written" in out
-        await _until(lambda: _count(ns, 14))
+        await _until(lambda: _applied(port, 16))
         await settled(ns)
-        rows = await applied_rows(ns)
-        assert len(rows) == 14  # the boundary rows read again changed nothing
+        assert await applied(port) == 16  # the boundary rows read again changed nothing
         got = await records(ns)
         assert got["2"]["properties"]["plan"] == "enterprise"
         assert got["9"]["properties"]["plan"] == "enterprise"
@@ -208,8 +243,11 @@ async def test_pages_ties_restart_updates_and_new_rows(
         stop(worker)
 
 
-async def _count(ns: Namespace, wanted: int) -> bool:
-    return len(await applied_rows(ns)) >= wanted
+async def _applied(port: int, wanted: int) -> bool:
+    try:
+        return await applied(port) >= wanted
+    except aiohttp.ClientError:
+        return False  # not serving yet
 
 
 async def _until(check: Any, timeout: float = 90.0) -> None:
@@ -224,8 +262,6 @@ async def test_an_unreachable_source_is_retried_and_skips_nothing(
     ns: Namespace, postgres: str, pg_schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import dataclasses
-
-    from pipeline.tools.embedded import free_port
 
     spec = dataclasses.replace(
         ns.catalog.imports["warehouse"],

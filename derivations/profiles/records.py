@@ -113,52 +113,45 @@ class Records:
         self, state: Record, event: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
     ) -> Record:
         """`state` with one event added (`anonymous_id`: the device it links, if any)."""
-        order = order_of(event, arrival_ms)
-        occurred = normalise("date", event["occurredAt"])
-        aggregates = dict(state["p"])
-        for name, take in self.taking(event.get("type")):
-            before = aggregates.get(name)
-            after = take(before if before is not None else {}, event, order, occurred)
-            if after is not before and after:
-                aggregates[name] = after
-        return {
-            **state,
-            "p": aggregates,
-            "a": _linked(state["a"], anonymous_id),
-            "c": _ADD_CREATED(state["c"], occurred, order),
-            "u": _ADD_UPDATED(state["u"], occurred, order),
-        }
+        return self._add(state, event, self.taking(event.get("type")), arrival_ms, anonymous_id)
 
     def apply_row(
         self, state: Record, row: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
     ) -> Record:
         """`state` with one import row added (`{"id", "import", "occurredAt", "values"}`): it
         sets the import's properties, and counts for createdAt and updatedAt like an event."""
-        order = order_of(row, arrival_ms)
-        occurred = normalise("date", row["occurredAt"])
-        aggregates = dict(state["p"])
-        for name, take in self.importing(row["import"]):
-            before = aggregates.get(name)
-            after = take(before if before is not None else {}, row, order, occurred)
-            if after is not before and after:
-                aggregates[name] = after
-        return {
-            **state,
-            "p": aggregates,
-            "a": _linked(state["a"], anonymous_id),
-            "c": _ADD_CREATED(state["c"], occurred, order),
-            "u": _ADD_UPDATED(state["u"], occurred, order),
-        }
+        return self._add(state, row, self.importing(row["import"]), arrival_ms, anonymous_id)
 
     def stamp(
         self, state: Record, event: Mapping[str, Any], arrival_ms: int, anonymous_id: str | None
     ) -> Record:
         """`state` with a document applied that sets no property (a manual group membership):
         its occurredAt counts for createdAt and updatedAt, its anonymousId links."""
-        order = order_of(event, arrival_ms)
-        occurred = normalise("date", event["occurredAt"])
+        return self._add(state, event, (), arrival_ms, anonymous_id)
+
+    def _add(
+        self,
+        state: Record,
+        document: Mapping[str, Any],
+        takes: tuple[tuple[str, Taker], ...],
+        arrival_ms: int,
+        anonymous_id: str | None,
+    ) -> Record:
+        """`state` with `document` added to the properties `takes` names, to createdAt and
+        updatedAt, and its device linked."""
+        order = order_of(document, arrival_ms)
+        occurred = normalise("date", document["occurredAt"])
+        aggregates = state["p"]
+        if takes:
+            aggregates = dict(aggregates)
+            for name, take in takes:
+                before = aggregates.get(name)
+                after = take(before if before is not None else {}, document, order, occurred)
+                if after is not before and after:
+                    aggregates[name] = after
         return {
             **state,
+            "p": aggregates,
             "a": _linked(state["a"], anonymous_id),
             "c": _ADD_CREATED(state["c"], occurred, order),
             "u": _ADD_UPDATED(state["u"], occurred, order),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,8 +18,8 @@ import aiohttp
 from yarl import URL
 
 from materializations.destinations.store import Outbox
-from materializations.webhook.delivery import Outcome, post
-from materializations.webhook.signing import key, signature
+from materializations.webhook.delivery import Outcome, signed_post
+from materializations.webhook.signing import key
 from materializations.webhook.sink import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT,
@@ -190,16 +189,10 @@ class Delivery:
 
     async def _attempt(self, body: bytes, msg_id: str) -> Outcome:
         assert self.session is not None, "requests are sent only while the sink is open"
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if self._key is not None:
-            headers["webhook-signature"] = signature(self._key, msg_id, timestamp, body)
         self.stats.requests += 1
-        return await post(self.session, self.url, body, headers, self.stats.request_seconds)
+        return await signed_post(
+            self.session, self.url, body, msg_id, self._key, self.stats.request_seconds
+        )
 
     async def _park(self, outbox: Outbox, outcome: Outcome, attempts: int) -> None:
         headers = {

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -175,7 +176,7 @@ class Store:
             await conn.execute(
                 sql.SQL(
                     "insert into {} (destination, partition, webhook_id, body, through, changes,"
-                    " exports, events) values (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " exports, events) values (%s, %s, %s, %s, %s, %s::jsonb, %s, %s)"
                     # A write whose commit was not confirmed is done again: the same row.
                     " on conflict (destination, partition) do update set"
                     " webhook_id = excluded.webhook_id, body = excluded.body,"
@@ -188,7 +189,7 @@ class Store:
                     outbox.message_id,
                     outbox.body,
                     Jsonb(outbox.through),
-                    Jsonb([_change_json(c) for c in outbox.changes]),
+                    orjson.dumps([_change_json(c) for c in outbox.changes]).decode(),
                     outbox.exports,
                     outbox.events,
                 ),
@@ -203,28 +204,33 @@ class Store:
 
         async def apply(conn: psycopg.AsyncConnection[Any]) -> None:
             p = outbox.partition
-            rows = [
-                (
-                    self.destination,
-                    c.record,
-                    p,
-                    c.position,
-                    _view_json(c.view) if acknowledged and c.touched else None,
-                    acknowledged and c.touched,
-                )
+            # Two statements, each taking its rows as one JSON array (one round trip, no
+            # per-row adaptation): acknowledged views replace the baseline, the rest only
+            # move the position.
+            views = [
+                [c.record, c.position, None if c.view is None else c.view.as_json()]
                 for c in outbox.changes
+                if acknowledged and c.touched
             ]
-            if rows:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        sql.SQL(
-                            "insert into {acks} as a (destination, record, partition, position,"
-                            " view) values (%s, %s, %s, %s, %s) on conflict (destination, record)"
-                            " do update set position = greatest(a.position, excluded.position),"
-                            " view = case when %s then excluded.view else a.view end"
-                        ).format(acks=self._table(ACKS)),
-                        rows,
-                    )
+            positions = [
+                [c.record, c.position] for c in outbox.changes if not (acknowledged and c.touched)
+            ]
+            for rows, view, keep in (
+                (views, "nullif(r -> 2, 'null'::jsonb)", "excluded.view"),
+                (positions, "null::jsonb", "a.view"),
+            ):
+                if not rows:
+                    continue
+                await conn.execute(
+                    sql.SQL(
+                        "insert into {acks} as a (destination, record, partition, position, view)"
+                        " select %s, r ->> 0, %s, (r ->> 1)::bigint, {view}"
+                        " from jsonb_array_elements(%s::jsonb) as r"
+                        " on conflict (destination, record) do update set"
+                        " position = greatest(a.position, excluded.position), view = {keep}"
+                    ).format(acks=self._table(ACKS), view=sql.SQL(view), keep=sql.SQL(keep)),
+                    (self.destination, p, orjson.dumps(rows).decode()),
+                )
             async with conn.cursor() as cursor:
                 await cursor.executemany(
                     sql.SQL(
@@ -275,10 +281,6 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a shielded operation's failure as seen when its caller was cancelled meanwhile."""
     if not task.cancelled():
         task.exception()
-
-
-def _view_json(view: View | None) -> Jsonb | None:
-    return None if view is None else Jsonb(view.as_json())
 
 
 def _change_json(change: Change) -> list[Any]:

@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
+from materializations.webhook.signing import signature
 from pipeline.figures import Histogram
 
 RESPONSE_LIMIT = 4096
@@ -67,6 +68,27 @@ async def post(
             return Outcome(response.status, text, retry_after)
     except (aiohttp.ClientError, TimeoutError, OSError) as error:
         return Outcome(None, repr(error))
+
+
+async def signed_post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    msg_id: str,
+    key: bytes | None,
+    seconds: Histogram,
+) -> Outcome:
+    """`post` with the Standard Webhooks headers: `webhook-id` (the same across retries),
+    `webhook-timestamp` (this attempt's) and, with a `key`, `webhook-signature`."""
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if key is not None:
+        headers["webhook-signature"] = signature(key, msg_id, timestamp, body)
+    return await post(session, url, body, headers, seconds)
 
 
 async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> str:

@@ -11,7 +11,6 @@ import hashlib
 import itertools
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 from yarl import URL
 
 from materializations.base import Sink
-from materializations.webhook.delivery import Outcome, post
-from materializations.webhook.signing import key, signature
+from materializations.webhook.delivery import Outcome, signed_post
+from materializations.webhook.signing import key
 from materializations.webhook.stats import WebhookStats
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.errors import SegflowError
@@ -243,16 +242,10 @@ class WebhookSink(Sink):
 
     async def _attempt(self, body: bytes, msg_id: str) -> Outcome:
         assert self._session is not None, "the delivery tasks run only while the sink is open"
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if self._key is not None:
-            headers["webhook-signature"] = signature(self._key, msg_id, timestamp, body)
         self.stats.requests += 1
-        return await post(self._session, self.url, body, headers, self.stats.request_seconds)
+        return await signed_post(
+            self._session, self.url, body, msg_id, self._key, self.stats.request_seconds
+        )
 
     async def _park(
         self,

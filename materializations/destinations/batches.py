@@ -88,7 +88,8 @@ def compose(
             return  # read again after a restart: acknowledged from this document or a later one
         doc = slot.document
         current = None if doc is None else mapped_properties(spec, doc)
-        made = export_of(spec, slot.record, view_of(spec, doc), held_view(slot.record), current)
+        view = view_of(spec, doc, current)
+        made = export_of(spec, slot.record, view, held_view(slot.record), current)
         if made is not None:
             batch.elements.append(made)
             batch.exports += 1

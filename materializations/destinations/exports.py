@@ -76,14 +76,19 @@ def tags_of(spec: DestinationSpec, groups: list[str] | tuple[str, ...]) -> tuple
     return tuple(sorted({tracked[g] for g in groups if g in tracked}))
 
 
-def view_of(spec: DestinationSpec, document: Mapping[str, Any] | None) -> View | None:
-    """The record's view, or None when it is in no tracked group (or gone: `document` None)."""
+def view_of(
+    spec: DestinationSpec,
+    document: Mapping[str, Any] | None,
+    mapped: dict[str, Any] | None = None,
+) -> View | None:
+    """The record's view, or None when it is in no tracked group (or gone: `document` None);
+    `mapped`: its `mapped_properties`, when the caller has them already."""
     if document is None:
         return None
     tags = tags_of(spec, document.get("groups", ()))
     if not tags:
         return None
-    return View(mapped_properties(spec, document), tags)
+    return View(mapped_properties(spec, document) if mapped is None else mapped, tags)
 
 
 def export_of(
@@ -132,10 +137,16 @@ def acked_after(export: Export) -> View | None:
 
 
 def export_id(destination: str, export: Export) -> str:
-    """The export's id: uuid5 of the destination, the record and both sides."""
-    sides = {k: v for k, v in export.items() if k != "id"}
-    name = destination.encode() + b"\0" + orjson.dumps(sides, option=orjson.OPT_SORT_KEYS)
-    return str(uuid.UUID(bytes=hashlib.sha1(_EXPORT_IDS.bytes + name).digest()[:16], version=5))
+    """The export's id: uuid5 of the destination, the record and both sides (the export as
+    JSON with sorted keys, its `id` empty), written out without building UUID objects."""
+    sides = orjson.dumps({**export, "id": ""}, option=orjson.OPT_SORT_KEYS)
+    digest = bytearray(
+        hashlib.sha1(_EXPORT_IDS.bytes + destination.encode() + b"\0" + sides).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def enriched(

@@ -14,8 +14,9 @@
 
 A lane writes its outbox row in one transaction before it sends, and settles in another —
 baselines, checkpoint, the row deleted — once answered. Operations are shielded from
-cancellation (a revoked lane's transaction completes or rolls back whole) and share one
-connection, one at a time: each is a few statements.
+cancellation (a revoked lane's transaction completes or rolls back whole). Each lane has a
+connection of its own, used by one operation at a time (each is a few statements), so lanes do
+not queue behind each other's round trips; start-up and assignment use another.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from materializations.destinations.batches import Baseline, Change
 from materializations.destinations.exports import View
@@ -38,6 +39,8 @@ CHECKPOINTS = "segflow_destination_checkpoints"
 OUTBOX = "segflow_destination_outbox"
 
 T = TypeVar("T")
+SHARED = -1
+"""The connection of operations on several partitions (start-up, assignment)."""
 
 
 @dataclass
@@ -64,8 +67,10 @@ class Store:
         self.dsn = dsn
         self.schema = schema
         self.destination = destination
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
+        self._conns: dict[int, psycopg.AsyncConnection[Any]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        """A connection per lane (partition), each used by one operation at a time, so lanes
+        do not wait for each other's round trips; `SHARED` for the rest."""
 
     def _table(self, name: str) -> sql.Identifier:
         return sql.Identifier(self.schema, name)
@@ -106,15 +111,17 @@ class Store:
         await self._run(create)
 
     async def close(self) -> None:
-        async with self._lock:  # after every operation already under way
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+        for slot in list(self._locks):
+            async with self._locks[slot]:  # after every operation already under way
+                conn = self._conns.pop(slot, None)
+                if conn is not None:
+                    await conn.close()
 
     async def settled(self) -> None:
         """Return once every operation already under way has finished (a revoked lane's)."""
-        async with self._lock:
-            pass
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass
 
     async def checkpoints(self, partitions: Collection[int]) -> dict[tuple[str, int], int]:
         """(topic, partition) -> next offset, for the partitions that have one."""
@@ -151,7 +158,7 @@ class Store:
 
         return await self._run(read)
 
-    async def baselines(self, records: Collection[str]) -> dict[str, Baseline]:
+    async def baselines(self, records: Collection[str], partition: int) -> dict[str, Baseline]:
         """What the destination acknowledged of each of `records` that it has a row for."""
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> dict[str, Baseline]:
@@ -167,7 +174,7 @@ class Store:
                 for record, position, view in await cursor.fetchall()
             }
 
-        return await self._run(read)
+        return await self._run(read, partition)
 
     async def write(self, outbox: Outbox) -> None:
         """The outbox row, before the request is sent."""
@@ -195,7 +202,7 @@ class Store:
                 ),
             )
 
-        await self._run(insert)
+        await self._run(insert, outbox.partition)
 
     async def settle(self, outbox: Outbox, records_topic: str) -> None:
         """Record what the answer changed, move the checkpoint, delete the outbox row: at once.
@@ -256,19 +263,27 @@ class Store:
                     (self.destination, p),
                 )
 
-        await self._run(apply)
+        await self._run(apply, outbox.partition)
 
-    async def _run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        """`work` in one transaction, shielded from the caller's cancellation."""
-        task = asyncio.ensure_future(self._locked(work))
+    async def _run(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], slot: int = SHARED
+    ) -> T:
+        """`work` in one transaction on `slot`'s connection, shielded from the caller's
+        cancellation."""
+        task = asyncio.ensure_future(self._locked(work, slot))
         task.add_done_callback(_retrieve)
         return await asyncio.shield(task)
 
-    async def _locked(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
-        async with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=False)
-            conn = self._conn
+    async def _locked(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]], slot: int
+    ) -> T:
+        lock = self._locks.setdefault(slot, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(slot)
+            if conn is None or conn.closed or conn.broken:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=False)
+                set_json_loads(orjson.loads, conn)  # baselines come back as jsonb: fast
+                self._conns[slot] = conn
             try:
                 async with conn.transaction():
                     return await work(conn)

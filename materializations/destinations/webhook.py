@@ -309,7 +309,8 @@ class WebhookDestination(Sink):
             await lane.wakeup.wait()
             return
         try:
-            baselines = await self.store.baselines({item.record for item in items})
+            records = {item.record for item in items}
+            baselines = await self.store.baselines(records, lane.partition)
             hold = 0.0 if self._draining else self.hold
             batch = compose(
                 self.destination, items, baselines, lane.pending, time.monotonic(), hold

@@ -1,15 +1,20 @@
 """The stages that build profile records (SPEC 8.2), run by the Deriver like any task.
 
-Identity (`IdentityTask`), source `profile/events` shuffled by anonymousId: drops redeliveries
-(the collection's dedup window), resolves each event's record with `derivations.profiles.identity`
-(the links are its state, `l:<anonymousId>`), fills a missing occurredAt from the record
-timestamp, and writes into `<records>.identified`, partitioned by record id:
+Identity (`IdentityTask`, in `pipeline.runtime.identity`), source `profile/events` shuffled by
+anonymousId: drops redeliveries (the collection's dedup window), resolves each event's record
+with `derivations.profiles.identity` (the links are its state, `l:<anonymousId>`), fills a
+missing occurredAt from the record timestamp, and writes into `<records>.identified`,
+partitioned by record id:
 - `{"r": record, "e": event, "t": arrival ms, "a": anonymousId it links?}` for every event, and
-  the same with `"gm"` for a manual group membership (`MembersTask` hands those over);
+  the same with `"gm"` for a manual group membership (`MembersTask` hands those over) and with
+  `"im"` for an import row naming an anonymousId (`pipeline.runtime.imports`, which writes a
+  row naming a userId here itself);
 - `{"r": "anon:A", "into": U, "m": event id}` when A links to U and `anon:A` exists.
 
 Records (`RecordsTask`), source `<records>.identified`: keeps each record's state (`R:<id>`),
-applies events, and writes each changed record's document once per batch into `profile/records`.
+applies events and import rows, and writes each changed record's document once per batch into
+`profile/records`; an event of a type an enabled destination lists goes on, with that document,
+into `profile/records.forwarded` (SPEC 9, enriched events).
 A merge moves state across partitions: the owner of `anon:A` sends `{"r": U, "s": state, "m": id}`
 into `<records>.identified` (so to U's owner), deletes its state and writes a tombstone.
 

@@ -61,7 +61,7 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from materializations.base import Sink
-from materializations.destinations.batches import compose, message_id
+from materializations.destinations.batches import Baseline, compose, message_id
 from materializations.destinations.delivery import Delivery, DestinationError, DestinationStats
 from materializations.destinations.exports import enriched, view_of
 from materializations.destinations.pending import Pending
@@ -75,6 +75,8 @@ log = logging.getLogger("materializations.destinations")
 
 DEFAULT_HOLD = 5.0
 """Seconds an enriched event waits for its record's document before it goes anyway."""
+KNOWN_LIMIT = 500_000
+"""Baselines a lane keeps in memory (about 300 bytes each) before it starts over."""
 _EVENT_IDS = uuid.UUID("0b6c5f1e-8a2d-5c43-9f0e-7d2a4b6c8e10")
 """Namespace of enriched events' ids (uuid5)."""
 
@@ -93,6 +95,12 @@ class _Lane:
     """Whether the outbox table was read for it (a lane made by `apply` reads it first)."""
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    known: dict[str, Baseline | None] = field(default_factory=dict)
+    """Its records' rows in `segflow_destination_acks` as last read or settled (None: no row):
+    the lane is the only writer of its partition's rows while it holds the partition, so a
+    record read once is not read again. Cleared past `KNOWN_LIMIT` entries."""
+    viewless: set[str] = field(default_factory=set)
+    """The records of `known` whose row has no view (deleted once behind the checkpoint)."""
 
 
 class WebhookDestination(Sink):
@@ -309,8 +317,7 @@ class WebhookDestination(Sink):
             await lane.wakeup.wait()
             return
         try:
-            records = {item.record for item in items}
-            baselines = await self.store.baselines(records, lane.partition)
+            baselines = await self._baselines(lane, {item.record for item in items})
             hold = 0.0 if self._draining else self.hold
             batch = compose(
                 self.destination, items, baselines, lane.pending, time.monotonic(), hold
@@ -332,6 +339,50 @@ class WebhookDestination(Sink):
         if body:
             self.stats.batch_sizes.observe(len(batch.elements))
 
+    async def _baselines(self, lane: _Lane, records: set[str]) -> dict[str, Baseline]:
+        """The acknowledged baselines of `records`, reading only those the lane does not
+        know yet."""
+        known = lane.known
+        missing = [record for record in records if record not in known]
+        if missing:
+            if len(known) + len(missing) > KNOWN_LIMIT:
+                known.clear()
+                lane.viewless.clear()
+                missing = list(records)
+            found = await self.store.baselines(missing, lane.partition)
+            for record in missing:
+                baseline = known[record] = found.get(record)
+                if baseline is not None and baseline.view is None:
+                    lane.viewless.add(record)
+        return {r: b for r in records if (b := known[r]) is not None}
+
+    def _settled(self, lane: _Lane, outbox: Outbox) -> None:
+        """What `Store.settle` wrote for `outbox`, in the lane's `known` rows (the same rules:
+        positions only grow, views change when acknowledged, rows without a view behind the
+        records-topic checkpoint are deleted)."""
+        known, viewless, acknowledged = lane.known, lane.viewless, outbox.outcome == "ok"
+        for change in outbox.changes:
+            if change.record not in known:
+                continue  # not read by this lane (a request read back at start): read later
+            before = known[change.record]
+            position = change.position if before is None else max(before.position, change.position)
+            if acknowledged and change.touched:
+                view = change.view
+            else:
+                view = None if before is None else before.view
+            known[change.record] = Baseline(position, view)
+            if view is None:
+                viewless.add(change.record)
+            else:
+                viewless.discard(change.record)
+        through = outbox.through.get(self.records_topic)
+        if through is not None:
+            for record in list(viewless):
+                baseline = known.get(record)
+                if baseline is None or baseline.position < through:
+                    known[record] = None
+                    viewless.discard(record)
+
     async def _complete(self, lane: _Lane, outbox: Outbox) -> None:
         """Write the outbox row, send it until answered, settle: each step once, in order (a
         failure resumes at the step that failed)."""
@@ -341,6 +392,7 @@ class WebhookDestination(Sink):
         if outbox.outcome is None:
             outbox.outcome = await self.delivery.send(outbox)
         await self.store.settle(outbox, self.records_topic)
+        self._settled(lane, outbox)
         if outbox.outcome == "ok":
             self.stats.exports += outbox.exports
             self.stats.events += outbox.events

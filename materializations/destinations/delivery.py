@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ import aiohttp
 from yarl import URL
 
 from materializations.destinations.store import Outbox
-from materializations.webhook.delivery import Outcome, signed_post
+from materializations.webhook.delivery import Outcome, backoff, park_until_taken, signed_post
 from materializations.webhook.signing import key
 from materializations.webhook.sink import (
     DEFAULT_MAX_ATTEMPTS,
@@ -215,27 +214,12 @@ class Delivery:
             attempts,
             outcome.detail,
         )
-        failures = 0
-        while True:
-            try:
-                await self._dead_letter(outbox.body, headers)
-                break
-            except Exception as error:
-                # Whatever the runtime's producer raises, the request must not be dropped.
-                failures += 1
-                delay = self.backoff(failures)
-                log.warning(
-                    "%s: cannot park %s (%r); retrying in %.2fs",
-                    self.name,
-                    outbox.message_id,
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        await park_until_taken(
+            self._dead_letter, outbox.body, headers, self.name, outbox.message_id, self.backoff
+        )
         self.stats.parked += 1
         self.stats.parked_elements += outbox.exports + outbox.events
 
     def backoff(self, failures: int) -> float:
         """Capped exponential backoff with full jitter."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 32))
-        return random.uniform(0, ceiling)
+        return backoff(failures, self.backoff_base, self.backoff_cap)

@@ -40,10 +40,8 @@ from materializations.destinations.exports import enriched, mapped_properties, v
 from materializations.postgres.parking import (
     DATA_ERRORS,
     DeadLetter,
-    DocumentError,
     Parked,
-    ParkingFailed,
-    shown,
+    park,
 )
 from pipeline.catalog import BindingSpec, MaterializationSpec
 from pipeline.catalog.profiles import forwarded
@@ -318,24 +316,12 @@ class PostgresDestination(BatchingSink):
             record, name = item.record, self.destination.name
             where = f"{record.topic}[{record.partition}]@{record.offset}"
             log.error("destination %s: parking the record at %s: %s", name, where, item.reason)
-            if self._dead_letter is None:
-                raise DocumentError(item.reason)
             headers = {
                 "materialization": self.spec.name,
                 "destination": name,
                 "table": f"{self._schema}.{self._name}",
-                "collection": item.binding.source,
-                "error": item.reason,
-                "sqlstate": item.sqlstate,
-                "topic": record.topic,
-                "partition": str(record.partition),
-                "offset": str(record.offset),
-                "key": shown(record.key),
             }
-            try:
-                await self._dead_letter(record.value or b"", headers)
-            except Exception as exc:  # whatever the producer raises: the write is retried
-                raise ParkingFailed(f"destination {name}: cannot park a record ({exc!r})") from exc
+            await park(self._dead_letter, item, f"destination {name}", headers)
             self.parked += 1
 
     async def _count(self, kind: str, cur: psycopg.AsyncCursor[Any]) -> None:

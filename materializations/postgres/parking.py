@@ -52,6 +52,34 @@ class DocumentError(SegflowError):
     retriable = False
 
 
+async def park(
+    dead_letter: DeadLetter | None,
+    item: Parked,
+    who: str,
+    headers: dict[str, str],
+) -> None:
+    """Send `item`'s record to the dead-letter topic with `headers` (what parked it) and the
+    reason and the record's coordinates; without a topic, raise DocumentError. `who` names the
+    sink in the error raised when the topic does not take it (the write is then retried)."""
+    if dead_letter is None:
+        raise DocumentError(item.reason)
+    record = item.record
+    headers = {
+        **headers,
+        "collection": item.binding.source,
+        "error": item.reason,
+        "sqlstate": item.sqlstate,
+        "topic": record.topic,
+        "partition": str(record.partition),
+        "offset": str(record.offset),
+        "key": shown(record.key),
+    }
+    try:
+        await dead_letter(record.value or b"", headers)
+    except Exception as exc:  # whatever the producer raises: the write is retried
+        raise ParkingFailed(f"{who}: cannot park a record ({exc!r})") from exc
+
+
 def shown(key: bytes | None) -> str:
     """A record key for the dead-letter headers, which must be text: base64 if not UTF-8."""
     if key is None:

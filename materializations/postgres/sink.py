@@ -18,11 +18,9 @@ from materializations.base import BatchingSink
 from materializations.postgres.parking import (
     DATA_ERRORS,
     DeadLetter,
-    DocumentError,
     Parked,
-    ParkingFailed,
     Unreadable,
-    shown,
+    park,
 )
 from materializations.postgres.shapes import create, shape_of, table_name, upsert
 from pipeline.catalog import BindingSpec, MaterializationSpec
@@ -242,23 +240,8 @@ class PostgresSink(BatchingSink):
                 table_name(item.binding),
                 item.reason,
             )
-            if self._dead_letter is None:
-                raise DocumentError(item.reason)
-            headers = {
-                "materialization": self.spec.name,
-                "table": table_name(item.binding),
-                "collection": item.binding.source,
-                "error": item.reason,
-                "sqlstate": item.sqlstate,
-                "topic": record.topic,
-                "partition": str(record.partition),
-                "offset": str(record.offset),
-                "key": shown(record.key),
-            }
-            try:
-                await self._dead_letter(record.value or b"", headers)
-            except Exception as exc:  # whatever the producer raises: the write is retried
-                raise ParkingFailed(f"{self.spec.name}: cannot park a record ({exc!r})") from exc
+            headers = {"materialization": self.spec.name, "table": table_name(item.binding)}
+            await park(self._dead_letter, item, self.spec.name, headers)
             self.parked += 1
 
     async def _checkpoints(

@@ -7,8 +7,11 @@ the lanes and the backoff around it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -17,6 +20,8 @@ import aiohttp
 
 from materializations.webhook.signing import signature
 from pipeline.figures import Histogram
+
+log = logging.getLogger("materializations.webhook")
 
 RESPONSE_LIMIT = 4096
 """Bytes of a rejecting response kept for the dead-letter headers."""
@@ -89,6 +94,33 @@ async def signed_post(
     if key is not None:
         headers["webhook-signature"] = signature(key, msg_id, timestamp, body)
     return await post(session, url, body, headers, seconds)
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter: a delay in [0, min(cap, base·2^(n-1))]."""
+    return random.uniform(0, min(cap, base * 2 ** min(failures - 1, 32)))
+
+
+async def park_until_taken(
+    dead_letter: Callable[[bytes, dict[str, str]], Awaitable[None]],
+    body: bytes,
+    headers: dict[str, str],
+    who: str,
+    msg_id: str,
+    delay: Callable[[int], float],
+) -> None:
+    """Hand a rejected request to the dead-letter topic, retrying after `delay(failures)`
+    seconds whatever the producer raises: a batch must not be dropped."""
+    failures = 0
+    while True:
+        try:
+            await dead_letter(body, headers)
+            return
+        except Exception as error:
+            failures += 1
+            wait = delay(failures)
+            log.warning("%s: cannot park %s (%r); retrying in %.2fs", who, msg_id, error, wait)
+            await asyncio.sleep(wait)
 
 
 async def read_prefix(response: aiohttp.ClientResponse, limit: int) -> str:

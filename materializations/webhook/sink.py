@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import itertools
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from yarl import URL
 
 from materializations.base import Sink
-from materializations.webhook.delivery import Outcome, signed_post
+from materializations.webhook.delivery import Outcome, backoff, park_until_taken, signed_post
 from materializations.webhook.signing import key
 from materializations.webhook.stats import WebhookStats
 from pipeline.catalog import BindingSpec, MaterializationSpec
@@ -276,29 +275,14 @@ class WebhookSink(Sink):
             attempts,
             outcome.detail,
         )
-        failures = 0
-        while True:
-            try:
-                await self._dead_letter(body, headers)
-                break
-            except Exception as error:
-                # Whatever the runtime's producer raises, the batch must not be dropped.
-                failures += 1
-                delay = self._backoff(failures)
-                log.warning(
-                    "%s: cannot park %s (%r); retrying in %.2fs",
-                    self.spec.name,
-                    msg_id,
-                    error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        await park_until_taken(
+            self._dead_letter, body, headers, self.spec.name, msg_id, self._backoff
+        )
         self.stats.parked += 1
 
     def _backoff(self, failures: int) -> float:
         """Capped exponential backoff with full jitter."""
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** min(failures - 1, 32))
-        return random.uniform(0, ceiling)
+        return backoff(failures, self.backoff_base, self.backoff_cap)
 
 
 def _where(tp: TopicPartition, batch: list[tuple[int, bytes | None]]) -> str:

@@ -76,11 +76,19 @@ class Launched:
 
 
 def segflow_env(
-    broker: str, prefix: str, data_dir: Path, dsn: str, schema: str, webhook_url: str
+    broker: str,
+    prefix: str,
+    data_dir: Path,
+    dsn: str,
+    schema: str,
+    webhook_url: str,
+    *,
+    alone: bool = False,
 ) -> dict[str, str]:
     """The environment of one `segflow worker` under the harness (log level: WARNING, or
-    `BENCH_SEGFLOW_LOG_LEVEL`)."""
+    `BENCH_SEGFLOW_LOG_LEVEL`); `alone`: the run's only worker (`SEGFLOW_ALONE`)."""
     return {
+        "SEGFLOW_ALONE": "1" if alone else "0",
         "SEGFLOW_BROKER": broker,
         "SEGFLOW_TOPIC_PREFIX": prefix,
         "SEGFLOW_DATA_DIR": str(data_dir),

@@ -112,6 +112,11 @@ class Deriver:
         self.lock = asyncio.Lock()
         self.commits: Commits | None = None
 
+    @property
+    def topics(self) -> list[str]:
+        """The source topics and their shuffle topics, which this loop consumes."""
+        return [*self.source_of_topic, *self.source_of_shuffle]
+
     def close(self) -> None:
         """Close every open state (the loop has stopped)."""
         for state in self.states.values():
@@ -121,11 +126,13 @@ class Deriver:
     async def run(self, producer: AIOKafkaProducer) -> None:
         """One consumer over each source topic and its shuffle topic, partition p of both
         assigned together (range assignment, equal partition counts) to p's state owner."""
-        group = self.names.group("derive")
+        # Assigned rather than grouped, it commits (lag offsets) outside the group a worker
+        # alone holds with its guard (`pipeline.runtime.alone`).
+        group = self.names.group("derive" if self.group else "derive.alone")
         consumer = group_consumer(
             self.bootstrap, group, self.settings.session_timeout_ms, co_partitioned=True
         )
-        topics = [*self.source_of_topic, *self.source_of_shuffle]
+        topics = self.topics
         commits = self.commits = Commits(consumer)
         self.figures.consumer = consumer
         await consumer.start()

@@ -45,6 +45,9 @@ class Settings:
     """Namespace for topics and consumer groups: several pipelines can share one broker."""
     session_timeout_ms: int = 8000
     """Consumer-group session timeout. Tansu holds a JoinGroup for half of it."""
+    alone: bool = False
+    """This worker is the only one of its pipeline: it takes every partition without waiting
+    for consumer groups (`pipeline.runtime.alone` guards against a second worker)."""
     batch_max_records: int = 20000
     linger_ms: int = 5
     poll_interval_ms: int = 50
@@ -88,6 +91,9 @@ class Settings:
                 raise SegflowError(f"SEGFLOW_{name}={raw!r}: expected an integer >= {minimum}")
             return value
 
+        alone = (get("ALONE") or "0").lower()
+        if alone not in ("0", "1", "true", "false"):
+            raise SegflowError(f"SEGFLOW_ALONE={alone!r}: expected 1 or 0")
         on_lost = get("ON_STATE_LOST") or "stop"
         if on_lost not in ("stop", "rebuild"):
             raise SegflowError(f"SEGFLOW_ON_STATE_LOST={on_lost!r}: expected 'stop' or 'rebuild'")
@@ -99,6 +105,7 @@ class Settings:
             catalog=Path(get("CATALOG") or "catalog"),
             topic_prefix=get("TOPIC_PREFIX") or "",
             session_timeout_ms=integer("SESSION_TIMEOUT_MS", 8000, 1000),
+            alone=alone in ("1", "true"),
             batch_max_records=integer("BATCH_MAX_RECORDS", 20000, 1),
             linger_ms=integer("LINGER_MS", 5, 0),
             poll_interval_ms=integer("POLL_INTERVAL_MS", 50, 0),

@@ -21,6 +21,7 @@ from materializations.destinations import materialization_of
 from pipeline.catalog import Catalog
 from pipeline.errors import SegflowError
 from pipeline.figures import LoopFigures, Stats
+from pipeline.runtime.alone import Guard
 from pipeline.runtime.clock import Clock, wall_clock
 from pipeline.runtime.derive import Deriver
 from pipeline.runtime.imports import Checkpoints, ImportRunner, run_schedule
@@ -60,7 +61,7 @@ class Worker:
         self.settings = settings
         self.catalog = catalog
         self.bootstrap = bootstrap
-        self.group = group
+        self.group = group and not settings.alone
         self.materialize = materialize
         self.names = Names(settings.topic_prefix)
         self.stats = Stats()
@@ -68,6 +69,8 @@ class Worker:
         """Lag and last round of the derive loop, for `pipeline.runtime.metrics`."""
         self.progress = Progress()
         self.stopping = asyncio.Event()
+        self.loops_stopped = asyncio.Event()
+        """Set once every loop has stopped and committed (a guard then lets go of the group)."""
         self.failure: Exception | None = None
         self.sinks: list[Materializer] = []
         self.imports: list[ImportRunner] = []
@@ -78,7 +81,7 @@ class Worker:
             catalog,
             self.names,
             bootstrap=bootstrap,
-            group=group,
+            group=self.group,
             stats=self.stats,
             figures=self.figures,
             progress=self.progress,
@@ -108,6 +111,7 @@ class Worker:
             max_request_size=8 * 1024 * 1024,
         )
         await self.producer.start()
+        guarding: asyncio.Task[None] | None = None
         try:
             self.imports = self.import_runners()
             loops = []
@@ -122,9 +126,17 @@ class Worker:
                     )
                 )
             stop = asyncio.create_task(self.stopping.wait())
-            await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
+            watched = [*loops, stop]
+            if self.settings.alone and self.deriver.tasks:
+                guard = await self._guard()
+                guarding = asyncio.create_task(guard.run(self.stopping), name="alone-guard")
+                watched.append(guarding)
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             self.stopping.set()
             results = await asyncio.gather(*loops, return_exceptions=True)
+            self.loops_stopped.set()
+            if guarding is not None:
+                results.append(*await asyncio.gather(guarding, return_exceptions=True))
             stop.cancel()
             for result in results:
                 if isinstance(result, BaseException):
@@ -132,8 +144,28 @@ class Worker:
             if self.failure is not None:
                 raise self.failure
         finally:
+            self.loops_stopped.set()
+            if guarding is not None and not guarding.done():
+                guarding.cancel()
             await self.producer.stop()
             self.deriver.close()
+
+    async def _guard(self) -> Guard:
+        """The guard of a worker alone: membership of the derive loop's group."""
+        assert self.producer is not None
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self.deriver.topics
+            for p in sorted(await self.producer.partitions_for(topic))
+        ]
+        return Guard(
+            self.bootstrap,
+            self.names.group("derive"),
+            partitions,
+            self.settings.session_timeout_ms,
+            fail=self.fail,
+            stopped=self.loops_stopped,
+        )
 
     def import_runners(self) -> list[ImportRunner]:
         """The catalog's enabled imports (SPEC 10), each run on its schedule by this worker

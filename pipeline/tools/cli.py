@@ -86,7 +86,12 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     started = time.monotonic()
-    log.info("worker starting (broker %s, data %s)", bootstrap, settings.data_dir)
+    log.info(
+        "worker starting (broker %s, data %s%s)",
+        bootstrap,
+        settings.data_dir,
+        ", alone" if settings.alone else "",
+    )
 
     async def report() -> None:
         last = 0
@@ -125,9 +130,12 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
-    if not settings.broker:
+    broker = settings.broker
+    if not broker:
         raise SegflowError("SEGFLOW_BROKER is not set; use `segflow dev` for the embedded stack")
-    asyncio.run(run_worker(settings, catalog, settings.broker))
+    if args.alone:
+        settings = settings.with_(alone=True)
+    asyncio.run(run_worker(settings, catalog, broker))
     return 0
 
 
@@ -219,9 +227,14 @@ def parser() -> argparse.ArgumentParser:
         "check", help="validate the catalog, reporting every problem"
     ).set_defaults(func=cmd_catalog_check)
 
-    sub.add_parser(
-        "worker", help="run derivations and materializations (SEGFLOW_BROKER)"
-    ).set_defaults(func=cmd_worker)
+    worker = sub.add_parser("worker", help="run derivations and materializations (SEGFLOW_BROKER)")
+    worker.add_argument(
+        "--alone",
+        action="store_true",
+        help="the pipeline's only worker: take every partition without waiting for consumer"
+        " groups (SEGFLOW_ALONE=1; stops if another worker joins)",
+    )
+    worker.set_defaults(func=cmd_worker)
 
     dev = sub.add_parser("dev", help="embedded broker + Postgres + worker + demo traffic")
     dev.add_argument("--rate", type=float, default=20.0, help="demo events per second (0: none)")

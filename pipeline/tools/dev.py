@@ -230,7 +230,8 @@ async def _run(
     warehouse: str | None = None,
 ) -> None:
     tune_gc()
-    worker = Worker(settings, catalog, bootstrap=bootstrap)
+    # The embedded broker is this process's own: no group to wait for.
+    worker = Worker(settings.with_(alone=True), catalog, bootstrap=bootstrap)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

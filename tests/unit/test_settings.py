@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "catalog": Path("catalog"),
     "topic_prefix": "",
     "session_timeout_ms": 8000,
+    "alone": False,
     "batch_max_records": 20000,
     "linger_ms": 5,
     "poll_interval_ms": 50,
@@ -55,6 +56,7 @@ def test_from_env_reads_every_variable() -> None:
         "SEGFLOW_CATALOG": "conf/catalog",
         "SEGFLOW_TOPIC_PREFIX": "staging.",
         "SEGFLOW_SESSION_TIMEOUT_MS": "12000",
+        "SEGFLOW_ALONE": "1",
         "SEGFLOW_BATCH_MAX_RECORDS": "500",
         "SEGFLOW_LINGER_MS": "0",
         "SEGFLOW_POLL_INTERVAL_MS": "0",
@@ -73,6 +75,7 @@ def test_from_env_reads_every_variable() -> None:
         "catalog": Path("conf/catalog"),
         "topic_prefix": "staging.",
         "session_timeout_ms": 12000,
+        "alone": True,
         "batch_max_records": 500,
         "linger_ms": 0,
         "poll_interval_ms": 0,
@@ -101,6 +104,13 @@ def test_integer_errors_name_the_variable(variable: str, raw: str) -> None:
     assert variable in message
     assert repr(raw) in message
     assert "integer" in message
+
+
+def test_alone_takes_one_or_zero() -> None:
+    assert Settings.from_env({"SEGFLOW_ALONE": "true"}).alone
+    assert not Settings.from_env({"SEGFLOW_ALONE": "0"}).alone
+    with pytest.raises(SegflowError, match=r"SEGFLOW_ALONE='yes': expected 1 or 0"):
+        Settings.from_env({"SEGFLOW_ALONE": "yes"})
 
 
 @pytest.mark.parametrize("value", ["stop", "rebuild"])

@@ -45,9 +45,11 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## profile layer, then Segflow vs naive Faust vs Quix Streams (BIG=1: 1M events); writes docs/benchmarks.md
+bench: $(BENCH_STAMP) ## profile layer, then Segflow vs naive Faust, Quix Streams, Bytewax on the demo and toggle-heavy mixes (BIG=1: and the demo at 1M events); writes docs/benchmarks*.md
 	$(BIN)/python -m bench.profiles
-	$(BIN)/python -m bench.run $(if $(BIG),--big,)
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --workload toggles
+	$(if $(BIG),$(BIN)/python -m bench.run --big,)
 
 clean: ## remove the virtual environment and local data
 	rm -rf $(VENV) .segflow

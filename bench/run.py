@@ -40,6 +40,7 @@ from bench.harness.procs import ROOT, Launched, launch, postmaster, segflow_env,
 from bench.harness.receiver import Receiver
 from bench.harness.workload import (
     PARTITIONS,
+    WORKLOADS,
     Expected,
     Record,
     create_topic,
@@ -47,6 +48,7 @@ from bench.harness.workload import (
     encode,
     expected,
     generate,
+    mix,
     produce,
 )
 from pipeline.documents.pointers import encode_key
@@ -82,8 +84,14 @@ IMPLS = [
     Impl("segflow-2p", "segflow", "Segflow (2 processes)", "pipeline.tools.cli worker", 2),
     Impl("naive-faust", "naive-faust", "naive Faust", "bench.peers.naive_faust"),
     Impl("quix", "quix", "Quix Streams", "bench.peers.quix"),
+    Impl("bytewax", "bytewax", "Bytewax (2 processes)", "bench.peers.bytewax", 2),
 ]
-ALIASES = {"faust": "naive-faust", "naive_faust": "naive-faust", "quixstreams": "quix"}
+ALIASES = {
+    "faust": "naive-faust",
+    "naive_faust": "naive-faust",
+    "quixstreams": "quix",
+    "bytewax-2p": "bytewax",
+}
 
 
 def select(only: str | None) -> list[Impl]:
@@ -146,12 +154,26 @@ def setup(ctx: Context, impl: Impl, token: str) -> Setup:
         prefix = f"{token}."
         envs = [
             segflow_env(
-                ctx.broker.bootstrap, prefix, state / f"p{i}", ctx.postgres.dsn, schema, url
+                ctx.broker.bootstrap,
+                prefix,
+                state / f"p{i}",
+                ctx.postgres.dsn,
+                schema,
+                url,
+                alone=impl.processes == 1,
             )
             for i in range(impl.processes)
         ]
         return Setup(token, f"{prefix}segment.events", schema, envs, state)
     topic = f"{token}.events"
+    import socket  # only here: the ports of a peer's processes, which may form one cluster
+
+    sockets = [socket.socket() for _ in range(impl.processes)]
+    for sock in sockets:  # all bound at once, so the ports differ
+        sock.bind(("127.0.0.1", 0))
+    addresses = ",".join(f"localhost:{sock.getsockname()[1]}" for sock in sockets)
+    for sock in sockets:
+        sock.close()
     envs = [
         {
             "BENCH_BROKER": ctx.broker.bootstrap,
@@ -161,6 +183,9 @@ def setup(ctx: Context, impl: Impl, token: str) -> Setup:
             "BENCH_WEBHOOK_URL": url,
             "BENCH_GROUP": token,
             "BENCH_STATE_DIR": str(state / f"p{i}"),
+            "BENCH_PROCESS": str(i),
+            "BENCH_PROCESSES": str(impl.processes),
+            "BENCH_ADDRESSES": addresses,
         }
         for i in range(impl.processes)
     ]
@@ -530,7 +555,7 @@ async def amain(args: argparse.Namespace) -> int:
     host = machine()  # before we load the machine ourselves
     try:
         print(f"bench: generating {args.events:,} events and their reference rows…", flush=True)
-        events = generate(args.events, users=args.users, seed=1)
+        events = generate(args.events, users=args.users, seed=1, workload=args.workload)
         records = [encode(e) for e in events]
         want = expected(events)
         del events
@@ -553,7 +578,12 @@ async def amain(args: argparse.Namespace) -> int:
                 runs.append(r := await throughput_run(ctx, impl, rep))
                 print(line(r), flush=True)
         if not args.skip_freshness:
-            fresh = generate(int(args.rate * args.freshness_seconds) + 1, users=args.users, seed=2)
+            fresh = generate(
+                int(args.rate * args.freshness_seconds) + 1,
+                users=args.users,
+                seed=2,
+                workload=args.workload,
+            )
             ctx.fresh_records = [encode(e) for e in fresh]
             del fresh
             for impl in impls:
@@ -569,17 +599,19 @@ async def amain(args: argparse.Namespace) -> int:
             print(f"bench: kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    the_mix = mix(args.users, args.workload)
     results = report.summarize(
         runs,
         impls=[(i.id, i.label, i.family) for i in impls],
         machine=host,
         workload={
+            "name": args.workload,
             "events": args.events,
-            "users": args.users,
-            "segments": 500,
-            "skew": 1.1,
-            "remove_ratio": 0.3,
-            "repeat_ratio": 0.4,
+            "users": the_mix.users,
+            "segments": the_mix.segments,
+            "skew": the_mix.skew,
+            "remove_ratio": the_mix.remove_ratio,
+            "repeat_ratio": the_mix.repeat_ratio,
             "partitions": PARTITIONS,
             "expected_rows": want.counts(),
             "expected_toggles": want.toggle_ids,
@@ -591,6 +623,7 @@ async def amain(args: argparse.Namespace) -> int:
         started=datetime.now(UTC).isoformat(timespec="seconds"),
         duration_s=round(time.monotonic() - t0, 1),
         memory=orjson.loads(MEMORY.read_bytes()) if MEMORY.exists() else None,
+        baseline=baseline(args),
     )
     print()
     print(report.terminal_table(results))
@@ -601,11 +634,29 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
+def baseline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """For a 1M-event run: the summary of the last 200k-event run of the same workload."""
+    if args.events < 1_000_000:
+        return None
+    suffix = "" if args.workload == "demo" else f"-{args.workload}"
+    path = ROOT / "bench" / f"results{suffix}.json"
+    if not path.exists():
+        return None
+    earlier = orjson.loads(path.read_bytes())
+    return earlier["summary"] if earlier["workload"]["events"] == 200_000 else None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=200_000, help="events pre-produced per run")
     p.add_argument("--big", action="store_true", help="1,000,000 events")
-    p.add_argument("--users", type=int, default=10_000, help="user cardinality")
+    p.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="demo",
+        help="demo: the demo's mix; toggles: a third of the events flip a membership",
+    )
+    p.add_argument("--users", type=int, help="user cardinality (demo 10,000, toggles 2,000)")
     p.add_argument(
         "--reps", type=int, default=3, help="repetitions of each throughput run (0: none)"
     )
@@ -624,15 +675,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--stall", type=float, default=45, help="give up after this long without progress"
     )
     p.add_argument("--ready-timeout", type=float, default=120, help="freshness: start-up limit (s)")
-    p.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
-    p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"))
-    p.add_argument("--chart", default=str(ROOT / "docs" / "benchmarks.png"))
+    p.add_argument("--results", help="default bench/results[-<workload>][-1m].json")
+    p.add_argument("--docs", help="default docs/benchmarks[-<workload>][-1m].md")
+    p.add_argument("--chart", help="default docs/benchmarks[-<workload>][-1m].png")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = p.parse_args(argv)
     if args.big:
         args.events = 1_000_000
     if args.timeout is None:
         args.timeout = max(300.0, args.events / 3000)
+    suffix = ("" if args.workload == "demo" else f"-{args.workload}") + (
+        "-1m" if args.events == 1_000_000 else ""
+    )
+    args.results = args.results or str(ROOT / "bench" / f"results{suffix}.json")
+    args.docs = args.docs or str(ROOT / "docs" / f"benchmarks{suffix}.md")
+    args.chart = args.chart or str(ROOT / "docs" / f"benchmarks{suffix}.png")
     if args.events < 1 or args.reps < 0:
         p.error("--events must be at least 1 and --reps at least 0")
     if args.reps == 0 and args.skip_freshness:

@@ -12,7 +12,13 @@ import orjson
 TARGET_EVENTS_PER_S = 50_000
 TARGET_VS_QUIX = 1.3
 TARGET_VS_FAUST = 10.0
-TARGET_P99_MS = 1000.0
+TARGET_VS_BEST_PEER = 2.0
+TARGET_P99_MS = 500.0
+TARGET_READY_S = 1.5
+"""Start-up of one worker until the first event is visible in Postgres (freshness phase)."""
+TARGET_BIG_DROP = 0.15
+"""The 1M-event rate within this share of the 200k-event rate (cost per event flat)."""
+PEERS = {"quix": "Quix Streams", "naive-faust": "naive Faust", "bytewax": "Bytewax"}
 TARGET_RSS_MIB = 1024.0
 TARGET_RSS_USERS = 1_000_000
 
@@ -30,8 +36,10 @@ def summarize(
     started: str,
     duration_s: float,
     memory: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`memory`: the result of `python -m bench.memory` (peak RSS with 1M users), if any."""
+    """`memory`: the result of `python -m bench.memory` (peak RSS with 1M users), if any;
+    `baseline`: the summary of a 200k-event run of the same workload, for a 1M-event run."""
     summary: dict[str, Any] = {}
     for impl_id, label, family in impls:
         thr = [r for r in runs if r["impl"] == impl_id and r["phase"] == "throughput"]
@@ -67,6 +75,7 @@ def summarize(
                 else None,
                 "unseen": sum(r.get("unseen", 0) for r in fresh_ok),
                 "rate": _median([r["achieved_rate"] for r in fresh_ok]),
+                "ready_s": _median([r["ready_s"] for r in fresh if r.get("ready_s") is not None]),
             }
             if fresh
             else None,
@@ -79,7 +88,7 @@ def summarize(
         "workload": workload,
         "summary": summary,
         "ratios": ratios(summary),
-        "targets": targets(summary, workload, memory),
+        "targets": targets(summary, workload, memory, baseline),
         "memory": memory,
         "runs": runs,
     }
@@ -104,7 +113,7 @@ def ratios(summary: dict[str, Any]) -> dict[str, Any]:
     for k, v in summary.items():
         if v["family"] != "segflow" or not v["events_per_s"]:
             continue
-        for peer in ("quix", "naive-faust"):
+        for peer in PEERS:
             other = _family(summary, peer)
             if other and other["events_per_s"]:
                 out[f"{k}/{peer}"] = round(v["events_per_s"] / other["events_per_s"], 2)
@@ -112,7 +121,10 @@ def ratios(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(
-    summary: dict[str, Any], workload: dict[str, Any], memory: dict[str, Any] | None = None
+    summary: dict[str, Any],
+    workload: dict[str, Any],
+    memory: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     best = _best_segflow(summary)
     name, seg = best if best else (None, None)
@@ -146,6 +158,35 @@ def targets(
             )
         else:
             add(f"≥ {factor:g}x {label}", "not measured", None, "no valid run of " + label)
+    peers = [(PEERS[p], v) for p in PEERS if (v := _family(summary, p)) and v["events_per_s"]]
+    if eps and peers:
+        label, strongest = max(peers, key=lambda lv: lv[1]["events_per_s"])
+        ratio = eps / strongest["events_per_s"]
+        add(
+            f"≥ {TARGET_VS_BEST_PEER:g}x the best peer",
+            f"{ratio:.2f}x ({name} / {strongest['label']})",
+            ratio >= TARGET_VS_BEST_PEER,
+        )
+    if baseline and workload["events"] >= 1_000_000:
+        for k, v in summary.items():
+            base = baseline.get(k)
+            if v["family"] != "segflow" or not v["events_per_s"] or not base:
+                continue
+            if not base.get("events_per_s"):
+                continue
+            drop = 1 - v["events_per_s"] / base["events_per_s"]
+            add(
+                f"1M-event rate within {TARGET_BIG_DROP:.0%} of 200k ({v['label']})",
+                f"{v['events_per_s']:,.0f} vs {base['events_per_s']:,.0f} events/s ({-drop:+.0%})",
+                drop <= TARGET_BIG_DROP,
+            )
+    alone = summary.get("segflow-1p", {}).get("freshness") or {}
+    if alone.get("ready_s") is not None:
+        add(
+            f"start-up to the first event in Postgres ≤ {TARGET_READY_S:g} s (one worker)",
+            f"{alone['ready_s']:.2f} s",
+            alone["ready_s"] <= TARGET_READY_S,
+        )
     fresh = [
         (k, v["freshness"])
         for k, v in summary.items()
@@ -339,8 +380,7 @@ def write_docs(results: dict[str, Any], md: Path, png: Path) -> None:
     md_table = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(HEADER)]
     md_table += ["| " + " | ".join(r) + " |" for r in table[1:]]
     ratio_lines = [
-        f"- {results['summary'][k.split('/')[0]]['label']} / "
-        f"{ {'quix': 'Quix Streams', 'naive-faust': 'naive Faust'}[k.split('/')[1]] }: **{v:.2f}x**"
+        f"- {results['summary'][k.split('/')[0]]['label']} / {PEERS[k.split('/')[1]]}: **{v:.2f}x**"
         for k, v in results["ratios"].items()
     ] or ["- not available (no valid runs of both sides)"]
     target_lines = [
@@ -367,8 +407,10 @@ _Generated by `python -m bench.run` on {results["started"]} ({results["duration_
 do not edit by hand — the next run rewrites this file, `docs/benchmarks.png` and
 `bench/results.json`._
 
-**How to reproduce:** `make bench` (200k events), `make bench BIG=1` (1M events);
-or `python -m bench.run --help` for `--only`, `--reps`, `--skip-freshness`, `--events`.
+**How to reproduce:** `make bench` (the demo mix at 200k events and the toggle-heavy mix;
+`BIG=1` adds the demo mix at 1M events); or `python -m bench.run --help` for `--workload`,
+`--only`, `--reps`, `--skip-freshness`, `--events`. This file: workload **{w.get("name", "demo")}**,
+{w["events"]:,} events.
 The memory target comes from `python -m bench.memory` (`bench/memory.json`). Where the time goes,
 what this round changed and what stands before the unmet targets:
 [performance.md](performance.md).
@@ -397,15 +439,17 @@ Ratios of median throughput:
 
 ## Workload
 
-- The demo's generator (`pipeline.producers.generate.EventGenerator`, seed 1): {w["users"]:,} users,
+- Workload `{w.get("name", "demo")}` from the demo's generator
+  (`pipeline.producers.generate.EventGenerator`, seed 1): {w["users"]:,} users,
   {w["segments"]} segments with Zipf popularity (exponent {w["skew"]}), {w["remove_ratio"]:.0%}
   removes, {w["repeat_ratio"]:.0%} redeliveries of recent events; {w["partitions"]} partitions,
   keyed by user (Segflow's partitioner).
 - {w["events"]:,} events pre-produced into a fresh topic before each run; expected result
   (from the spec's sequential reference, `tests.fixtures.events.reference`):
   {rows["memberships"]:,} memberships, {rows["profiles"]:,} profiles, {rows["toggles"]:,} toggles.
-- Implementations: Segflow (`segflow worker`, 1 and 2 processes), naive Faust
-  (`bench/peers/naive_faust.py`), Quix Streams (`bench/peers/quix.py`). All on the same embedded
+- Implementations: Segflow (`segflow worker`, 1 process with `--alone` and 2 processes in a
+  consumer group), naive Faust (`bench/peers/naive_faust.py`), Quix Streams
+  (`bench/peers/quix.py`), Bytewax (`bench/peers/bytewax.py`, 2 processes). All on the same embedded
   Tansu broker and embedded Postgres, writing the same three tables and POSTing toggles to the
   harness's webhook receiver. Runs are interleaved, {w["reps"]} repetition(s); figures are
   medians of valid runs.

@@ -34,12 +34,25 @@ Record = tuple[int, bytes, bytes]
 """(partition, key, value) of one event."""
 
 
-def mix(users: int = 10_000) -> Mix:
+WORKLOADS = ("demo", "toggles")
+"""demo: the demo's mix (10,000 users, 500 segments, Zipf 1.1, 40% redeliveries).
+toggles: few users and segments with adds and removes alike, so about a third of the events
+flip a membership (a toggle, a row and a webhook POST each), 8% redeliveries."""
+
+USERS = {"demo": 10_000, "toggles": 2_000}
+
+
+def mix(users: int | None = None, workload: str = "demo") -> Mix:
+    users = USERS[workload] if users is None else users
+    if workload == "toggles":
+        return Mix(users=users, segments=3, skew=0.0, remove_ratio=0.5, repeat_ratio=0.08)
     return Mix(users=users, segments=500, skew=1.1, remove_ratio=0.3, repeat_ratio=0.4)
 
 
-def generate(count: int, users: int = 10_000, seed: int = 1) -> list[dict[str, Any]]:
-    return EventGenerator(mix(users), seed=seed).take(count)
+def generate(
+    count: int, users: int | None = None, seed: int = 1, workload: str = "demo"
+) -> list[dict[str, Any]]:
+    return EventGenerator(mix(users, workload), seed=seed).take(count)
 
 
 def encode(event: dict[str, Any], partitions: int = PARTITIONS) -> Record:

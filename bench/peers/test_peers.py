@@ -1,11 +1,12 @@
-"""Both peers against the reference: same rows in Postgres, same toggles POSTed.
+"""The peers against the reference: same rows in Postgres, same toggles POSTed.
 
 Not collected by `make test` (which runs `pytest tests`); run by hand:
 
     .venv/bin/python -m pytest bench/peers/test_peers.py -s -p no:cacheprovider
     BENCH_PEERS_EVENTS=50000 .venv/bin/python -m pytest bench/peers/test_peers.py -s
 
-Needs the bench-only packages: pip install faust-streaming quixstreams.
+Needs the bench-only packages: pip install faust-streaming quixstreams 'bytewax>=0.21,<0.22'.
+Bytewax runs as a cluster of two processes, as in the benchmark.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +175,27 @@ class Receiver:
             await self._runner.cleanup()
 
 
+def free_addresses(n: int) -> list[str]:
+    """`localhost:port` for n ports free right now (each process of a cluster listens on one)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"localhost:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cluster_envs(processes: int) -> list[dict[str, str]]:
+    """Each process' BENCH_PROCESS / BENCH_PROCESSES / BENCH_ADDRESSES (as bench.run sets)."""
+    addresses = ",".join(free_addresses(processes))
+    return [
+        {"BENCH_PROCESS": str(i), "BENCH_PROCESSES": str(processes), "BENCH_ADDRESSES": addresses}
+        for i in range(processes)
+    ]
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -184,9 +207,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.timeout(TIMEOUT + 120)
-@pytest.mark.parametrize("peer", ["naive_faust", "quix"])
+@pytest.mark.parametrize(("peer", "processes"), [("naive_faust", 1), ("quix", 1), ("bytewax", 2)])
 async def test_peer_matches_reference(
-    peer: str, broker: str, postgres: str, pg_schema: str, tmp_path: Path
+    peer: str, processes: int, broker: str, postgres: str, pg_schema: str, tmp_path: Path
 ) -> None:
     events = generate(EVENTS, seed=3)
     ref = reference(events)
@@ -197,7 +220,7 @@ async def test_peer_matches_reference(
 
     receiver = Receiver()
     await receiver.start()
-    log = tmp_path / f"{peer}.log"
+    logs = [tmp_path / f"{peer}-{i}.log" for i in range(processes)]
     env = {
         **os.environ,
         "BENCH_BROKER": broker,
@@ -209,25 +232,33 @@ async def test_peer_matches_reference(
         "BENCH_STATE_DIR": str(tmp_path / "state"),
     }
     started = time.monotonic()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"bench.peers.{peer}"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    procs = []
+    for log, cluster in zip(logs, cluster_envs(processes), strict=True):
+        with log.open("ab") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", f"bench.peers.{peer}"],
+                    env={**env, **cluster},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+            )
+
+    def tails() -> str:
+        return "\n".join(log.read_text()[-5000:] for log in logs)
+
     first_row = done = None
     try:
         with psycopg.connect(postgres, autocommit=True) as conn:
             while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"{peer} exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
+                if exited := [p.returncode for p in procs if p.poll() is not None]:
+                    pytest.fail(f"{peer} exited with {exited}:\n{tails()}")
                 now = time.monotonic()
                 if now - started > TIMEOUT:
                     pytest.fail(
                         f"{peer} did not catch up in {TIMEOUT:.0f}s: {counts(conn, pg_schema)} "
-                        f"!= {want_counts}\n{log.read_text()[-5000:]}"
+                        f"!= {want_counts}\n{tails()}"
                     )
                 have = counts(conn, pg_schema)
                 if first_row is None and have and any(have.values()):
@@ -244,7 +275,8 @@ async def test_peer_matches_reference(
                 break
             await asyncio.sleep(0.2)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
         await receiver.stop()
 
     with psycopg.connect(postgres, autocommit=True) as conn:
@@ -261,5 +293,5 @@ async def test_peer_matches_reference(
         f"\n[{peer}] {EVENTS} events: caught up {total:.1f}s after start "
         f"({EVENTS / total:.0f} events/s), {busy:.1f}s after its first row "
         f"({EVENTS / busy:.0f} events/s); {receiver.requests} webhook request(s), "
-        f"{len(posted)} toggles; log {log}"
+        f"{len(posted)} toggles; logs {', '.join(map(str, logs))}"
     )

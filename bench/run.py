@@ -510,7 +510,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-PACKAGES = ("aiokafka", "faust-streaming", "quixstreams", "psycopg", "rocksdict", "orjson")
+PACKAGES = (
+    "aiokafka",
+    "faust-streaming",
+    "quixstreams",
+    "bytewax",
+    "psycopg",
+    "rocksdict",
+    "orjson",
+)
 
 
 def packages() -> dict[str, str | None]:

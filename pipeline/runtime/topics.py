@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
 from materializations.destinations import materialization_name
 from pipeline.catalog import Catalog
@@ -170,7 +170,15 @@ class Commits:
         }
         if not offsets:
             return
-        await self.consumer.commit(offsets)
+        try:
+            await self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced under this member (its session expired while a batch ran, on
+            # a loaded machine): these offsets are lag figures, the state's markers and the
+            # sinks' checkpoints say where the next owner starts, and the consumer rejoins.
+            log.warning("offsets not committed, the group rebalanced (%s)", type(exc).__name__)
+            self._last = time.monotonic()
+            return
         for tp, offset in offsets.items():
             if self.pending.get(tp) == offset:  # not moved on while the commit was in flight
                 del self.pending[tp]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 
 from pipeline.runtime import topics
 from pipeline.runtime.topics import Commits
@@ -92,10 +92,26 @@ async def test_release_commits_revoked_partitions_and_logs_a_failure_instead_of_
 
     class Failing(Consumer):
         async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-            raise CommitFailedError("rebalancing")
+            raise KafkaConnectionError("broker gone")
 
     commits.consumer = Failing()  # type: ignore[assignment]
     with caplog.at_level(logging.INFO, logger="pipeline.runtime.topics"):
         await commits.release([A], "derive")
     assert "derive: offsets of revoked partitions not committed" in caplog.text
     assert commits.pending == {A: 2}
+
+
+async def test_a_commit_refused_after_a_rebalance_is_logged_and_stays_pending(
+    clock: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    class Rebalanced(Consumer):
+        async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+            raise CommitFailedError("the group has already rebalanced")
+
+    consumer: Any = Rebalanced()
+    commits = Commits(consumer, interval=1.0)
+    with caplog.at_level(logging.WARNING, logger="pipeline.runtime.topics"):
+        await commits.add({A: 4})
+        await commits.settle()
+    assert commits.pending == {A: 4}
+    assert "offsets not committed, the group rebalanced" in caplog.text

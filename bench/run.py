@@ -36,7 +36,15 @@ from psycopg import sql
 
 from bench.harness import check as checks
 from bench.harness import report
-from bench.harness.procs import ROOT, Launched, launch, postmaster, segflow_env, total_cpu
+from bench.harness.procs import (
+    ROOT,
+    Launched,
+    free_addresses,
+    launch,
+    postmaster,
+    segflow_env,
+    total_cpu,
+)
 from bench.harness.receiver import Receiver
 from bench.harness.workload import (
     PARTITIONS,
@@ -166,14 +174,7 @@ def setup(ctx: Context, impl: Impl, token: str) -> Setup:
         ]
         return Setup(token, f"{prefix}segment.events", schema, envs, state)
     topic = f"{token}.events"
-    import socket  # only here: the ports of a peer's processes, which may form one cluster
-
-    sockets = [socket.socket() for _ in range(impl.processes)]
-    for sock in sockets:  # all bound at once, so the ports differ
-        sock.bind(("127.0.0.1", 0))
-    addresses = ",".join(f"localhost:{sock.getsockname()[1]}" for sock in sockets)
-    for sock in sockets:
-        sock.close()
+    addresses = ",".join(free_addresses(impl.processes))
     envs = [
         {
             "BENCH_BROKER": ctx.broker.bootstrap,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,19 @@ class Launched:
                 text = log.read_text(errors="replace").splitlines()
                 out.extend(text[-lines:])
         return "\n".join(out)
+
+
+def free_addresses(n: int) -> list[str]:
+    """`localhost:port` for n ports free right now, all different (bound together): one per
+    process of a peer that forms a cluster of its own."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"localhost:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def segflow_env(

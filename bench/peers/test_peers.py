@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.harness.procs import free_addresses
 from tests.fixtures.events import generate, reference
 
 pytest_plugins = ["tests.fixtures.stack"]
@@ -173,18 +173,6 @@ class Receiver:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-
-
-def free_addresses(n: int) -> list[str]:
-    """`localhost:port` for n ports free right now (each process of a cluster listens on one)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [f"localhost:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def cluster_envs(processes: int) -> list[dict[str, str]]:

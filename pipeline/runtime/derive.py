@@ -165,7 +165,9 @@ class Deriver:
             async with self.lock:
                 with contextlib.suppress(KafkaError):
                     await commits.settle()
-                await consumer.stop()
+            # Not under the lock: stopping waits for the group coordinator, which may be in a
+            # rebalance whose listener (`_revoked`, `_assigned`) waits for the lock.
+            await consumer.stop()
 
     # -- ownership: assignment and revocation ------------------------------------------------
 

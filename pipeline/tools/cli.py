@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import sys
@@ -76,6 +77,17 @@ def cmd_catalog_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _log_tasks() -> None:
+    """`kill -USR1 <worker>`: log where every task of the event loop waits (a stuck worker's
+    threads show nothing; its coroutines do)."""
+    lines = []
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        lines.append(f"{task.get_name()}: {out.getvalue()}")
+    log.warning("SIGUSR1: %d tasks\n%s", len(lines), "\n".join(lines))
+
+
 async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
     from pipeline.runtime.metrics import serve_metrics
     from pipeline.runtime.worker import Worker, tune_gc
@@ -85,6 +97,7 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
     started = time.monotonic()
     log.info(
         "worker starting (broker %s, data %s%s)",

@@ -4,24 +4,15 @@ its guard stops it, handing its partitions over, when a second worker joins."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.events import generate, reference
-from tests.fixtures.stack import Namespace
+from tests.fixtures.stack import Namespace, logged
 from tests.integration.test_pipeline import assert_equal_state, by_user, derived_state, stop
 
 pytestmark = pytest.mark.integration
-
-
-async def _logged(log: Path, text: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in log.read_text():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{text!r} not in {log.name}:\n{log.read_text()[-3000:]}")
-        await asyncio.sleep(0.2)
 
 
 async def test_alone_then_a_second_worker_takes_over(namespace: Namespace, tmp_path: Path) -> None:
@@ -32,7 +23,7 @@ async def test_alone_then_a_second_worker_takes_over(namespace: Namespace, tmp_p
     try:
         await namespace.produce("segment/events", events[:3000], partition_of=by_user)
         await namespace.processed(role="derive.alone")
-        await _logged(alone_log, "alone: holding every partition")
+        await logged(alone_log, "alone: holding every partition")
         # A second worker (its own data directory: it restores the state from the changelog).
         other = namespace.worker(other_log, SEGFLOW_DATA_DIR=str(tmp_path / "other-data"))
         code = await asyncio.to_thread(alone.wait, 60)

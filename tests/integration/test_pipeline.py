@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from pipeline.runtime.topics import read_to_end
 from pipeline.tools.read import current_documents
 from tests.fixtures.events import generate, reference
-from tests.fixtures.stack import Namespace, topic_ends
+from tests.fixtures.stack import Namespace, logged, topic_ends
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,14 @@ async def test_derived_collections_equal_reference(namespace: Namespace, tmp_pat
     try:
         await namespace.produce("segment/events", events, partition_of=by_user)
         await namespace.processed()
+        # SIGUSR1 logs where each of the worker's tasks waits (for a worker that seems stuck).
+        worker.send_signal(signal.SIGUSR1)
+        await logged(tmp_path / "worker.log", "SIGUSR1: ")
     finally:
         stop(worker)
-    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    log = (tmp_path / "worker.log").read_text()
+    assert worker.returncode == 0, log[-3000:]
+    assert "deriver: Stack for <Task" in log
     expected = reference(events)
     assert expected["segment/toggles"], "the workload should produce toggles"
     assert_equal_state(await derived_state(namespace), expected)

@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 BENCH_STAMP := $(VENV)/.bench-installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install test unit integration flows lint run bench clean
+.PHONY: help install browser test unit integration flows lint run bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,13 +20,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Segflow with its dev tools
 
-test: $(STAMP) ## unit + integration tests (embedded broker and Postgres started by the tests)
+browser: ## Debian's Chromium, for the console's browser tests (installed where missing)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  $(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || { \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }; }
+
+test: $(STAMP) browser ## unit + integration tests (embedded broker, Postgres and Chromium set up by the tests and make)
 	$(BIN)/pytest tests
 
 unit: $(STAMP) ## unit tests only
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP) ## integration tests only
+integration: $(STAMP) browser ## integration tests only
 	$(BIN)/pytest tests/integration
 
 flows: $(STAMP) ## run the catalog test files (ours and the peer suite) with `segflow test`

@@ -18,7 +18,7 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import orjson
@@ -241,9 +241,14 @@ def _sink_figures(out: Exposition, worker: Observed) -> None:
             out.family(name, first.kind, first.help, plain)
 
 
-async def serve_metrics(worker: Observed, addr: tuple[str, int] | None) -> web.AppRunner | None:
+async def serve_metrics(
+    worker: Observed,
+    addr: tuple[str, int] | None,
+    console: Callable[[str], web.Application] | None = None,
+) -> web.AppRunner | None:
     """Start the health and metrics endpoint on `addr` (None: none); the runner's `addresses`
-    tell the port it took."""
+    tell the port it took. `console(host)` makes the pages served under `/console/` (the tools
+    layer's, `pipeline.tools.console`) for an endpoint listening on `host`."""
     if addr is None:
         return None
 
@@ -278,9 +283,23 @@ async def serve_metrics(worker: Observed, addr: tuple[str, int] | None) -> web.A
     app = web.Application()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    if console is not None:
+        app.add_subapp("/console/", console(host))
+
+        async def home(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPFound("/console/")
+
+        app.router.add_get("/", home)
+        app.router.add_get("/console", home)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     port = sock.getsockname()[1]
-    log.info("health and metrics on http://%s:%d/health and /metrics", host, port)
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "health and metrics on http://%s:%d/health and /metrics%s",
+        shown,
+        port,
+        f", the console on http://{shown}:{port}/console/" if console is not None else "",
+    )
     return runner

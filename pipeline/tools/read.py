@@ -36,6 +36,21 @@ def key_of(spec: CollectionSpec) -> Callable[[Any], Any]:
     return lambda doc: [sort_key(None if v is pointers.MISSING else v) for v in getter(doc)]
 
 
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of those of `topics` that exist, from one metadata request."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        metadata = await client.fetch_all_metadata()
+        return [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(metadata.partitions_for_topic(topic) or ())
+        ]
+    finally:
+        await client.close()
+
+
 async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     """The topic's partitions (waiting briefly for a topic that is being created)."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap)

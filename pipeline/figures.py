@@ -82,6 +82,7 @@ class Stats:
     dead_letters: int = 0
     derived_events: int = 0
     redeliveries: int = 0
+    dedup_expired: int = 0
     identity_conflicts: int = 0
     records_merged: int = 0
     group_changes: int = 0

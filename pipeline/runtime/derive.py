@@ -317,6 +317,7 @@ class Deriver:
                 ends[changelog_tp],
                 shuffle_next.get(owner, state.input_next),
                 source_next.get(owner, state.source_next),
+                result.forgotten,
             )
             source_tp = TopicPartition(
                 self.names.collection(self.source_of_shuffle[owner.topic]), owner.partition
@@ -325,6 +326,7 @@ class Deriver:
             offsets[source_tp] = self.progress.shuffled[source_tp] = state.source_next
             self.stats.derived_events += result.events
             self.stats.redeliveries += result.redeliveries
+            self.stats.dedup_expired += result.expired
             self.stats.identity_conflicts += result.conflicts
             self.stats.records_merged += result.merges
             self.stats.group_changes += result.group_changes

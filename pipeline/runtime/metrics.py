@@ -53,6 +53,10 @@ class SinkLoop(Protocol):
     def flushes(self) -> int: ...
 
 
+class _State(Protocol):
+    def size(self) -> tuple[int, int]: ...
+
+
 class Observed(Protocol):
     """What metrics read of a worker: the figures its loops record, never the worker itself."""
 
@@ -65,7 +69,7 @@ class Observed(Protocol):
     @property
     def stopping(self) -> asyncio.Event: ...
     @property
-    def states(self) -> Mapping[TopicPartition, object]: ...
+    def states(self) -> Mapping[TopicPartition, _State]: ...
 
 
 log = logging.getLogger(__name__)
@@ -125,6 +129,11 @@ def render(worker: Observed) -> str:
             s.redeliveries,
         ),
         (
+            "dedup_expired_total",
+            "Dedup entries forgotten a window (and its grace) after their acceptance.",
+            s.dedup_expired,
+        ),
+        (
             "dead_letters_total",
             "Invalid source documents sent to the dead-letter topic.",
             s.dead_letters,
@@ -167,6 +176,22 @@ def render(worker: Observed) -> str:
         "counter",
         "Derived documents published, per collection (toggles: segment/toggles).",
         [({"collection": c}, n) for c, n in sorted(s.documents_by_collection.items())],
+    )
+    sizes = [
+        ({"topic": tp.topic, "partition": str(tp.partition)}, state.size())
+        for tp, state in sorted(worker.states.items())
+    ]
+    out.family(
+        "state_keys",
+        "gauge",
+        "Keys in a partition's RocksDB state (RocksDB's estimate).",
+        [(labels, keys) for labels, (keys, _) in sizes],
+    )
+    out.family(
+        "state_bytes",
+        "gauge",
+        "Bytes of a partition's RocksDB state: SST files and memtables.",
+        [(labels, size) for labels, (_, size) in sizes],
     )
     loops = _loops(worker)
     now = time.monotonic()

@@ -68,7 +68,7 @@ from pipeline.runtime.groups import (
 )
 from pipeline.runtime.identity import Stage, dedup_window_ms, record_key_of
 from pipeline.runtime.state import PartitionState
-from pipeline.runtime.task import BatchResult, Output
+from pipeline.runtime.task import BatchResult, Output, expire
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class RecordsTask(Stage):
         self, items: Sequence[tuple[Any, int]], state: PartitionState
     ) -> BatchResult:
         result = BatchResult(events=len(items))
+        if self.window_ms is not None:
+            expire(items, state, result, self.window_ms)
         records: dict[str, Record] = {}
         loaded: dict[str, Record] = {}
         """Each record's state as stored before the batch (`_DELETED`: none)."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -50,6 +50,13 @@ log = logging.getLogger(__name__)
 
 META = b"\x00meta"
 MARKER = b"\x00commit"
+WINDOWED = (b"d:", b"m:")
+"""Prefixes of the entries remembering an id for a dedup window: events and import rows applied
+(`d:`), merges moved (`m:`); the value is the record timestamp (ms, 8 bytes big-endian) of the
+id's acceptance."""
+EXPIRY = b"\x00x:"
+"""The local index of windowed entries by time: EXPIRY + timestamp + key. Never in the changelog:
+`apply` keeps it, for restored changes too."""
 
 Changes = dict[bytes, bytes | None]
 
@@ -99,6 +106,8 @@ class PartitionState:
         """Next offset of the shuffle partition."""
         self.source_next: int = position.get("source", 0)
         """Next offset of the source partition with the same number (read directly)."""
+        if not position.get("indexed"):
+            self._index_windowed()
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.db.get(key)
@@ -123,21 +132,73 @@ class PartitionState:
         changelog_next: int,
         input_next: int,
         source_next: int | None = None,
+        forgotten: Iterable[bytes] = (),
     ) -> None:
-        """Write changes and positions atomically."""
+        """Write changes and positions atomically; `forgotten` are expiry index entries to
+        delete (local only: `expired`)."""
         batch = WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
                 batch.delete(key)
+                if key[:2] in WINDOWED and (before := self.db.get(key)) is not None:
+                    batch.delete(EXPIRY + before + key)  # a restored deletion
             else:
                 batch.put(key, value)
+                if key[:2] in WINDOWED:
+                    batch.put(EXPIRY + value + key, b"")
+        for key in forgotten:
+            batch.delete(key)
         source_next = self.source_next if source_next is None else source_next
-        position = {"changelog": changelog_next, "input": input_next, "source": source_next}
+        position = {
+            "changelog": changelog_next,
+            "input": input_next,
+            "source": source_next,
+            "indexed": True,
+        }
         batch.put(META, orjson.dumps(position))
         self.db.write(batch, self._write_options)
         self.changelog_next = changelog_next
         self.input_next = input_next
         self.source_next = source_next
+
+    def expired(self, cutoff: int, limit: int) -> tuple[Changes, list[bytes]]:
+        """Up to `limit` windowed entries accepted before `cutoff` (ms): their deletions (for the
+        changelog too) and the index entries they leave (`apply(forgotten=...)`). An entry
+        accepted again since keeps its newer acceptance; only its old index entry goes."""
+        deletions: Changes = {}
+        forgotten: list[bytes] = []
+        stop = EXPIRY + cutoff.to_bytes(8, "big")
+        for index_key in self.keys_from(EXPIRY):
+            if index_key >= stop or not index_key.startswith(EXPIRY) or len(forgotten) >= limit:
+                break
+            forgotten.append(index_key)
+            accepted, key = index_key[len(EXPIRY) : len(EXPIRY) + 8], index_key[len(EXPIRY) + 8 :]
+            if self.db.get(key) == accepted:
+                deletions[key] = None
+        return deletions, forgotten
+
+    def _index_windowed(self) -> None:
+        """Index the windowed entries of a state written before the expiry index existed."""
+        batch = WriteBatch(raw_mode=True)
+        for prefix in WINDOWED:
+            it = self.db.iter()
+            it.seek(prefix)
+            while it.valid() and it.key().startswith(prefix):
+                batch.put(EXPIRY + it.value() + it.key(), b"")
+                it.next()
+        meta = self.db.get(META)
+        position = {**(orjson.loads(meta) if meta else {}), "indexed": True}
+        batch.put(META, orjson.dumps(position))
+        self.db.write(batch, self._write_options)
+
+    def size(self) -> tuple[int, int]:
+        """(keys, bytes): RocksDB's estimate of the keys, and its SST files and memtables."""
+        prop = self.db.property_int_value
+        keys = prop("rocksdb.estimate-num-keys") or 0
+        size = (prop("rocksdb.total-sst-files-size") or 0) + (
+            prop("rocksdb.cur-size-all-mem-tables") or 0
+        )
+        return keys, size
 
     def close(self) -> None:
         self.db.close()

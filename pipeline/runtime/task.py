@@ -93,6 +93,10 @@ class BatchResult:
     """Records whose relative-rule timer fired."""
     rows: int = 0
     """Import rows applied to records (SPEC 10)."""
+    forgotten: list[bytes] = field(default_factory=list)
+    """Expiry index entries to delete locally (`PartitionState.expired`)."""
+    expired: int = 0
+    """Dedup entries forgotten (deleted, tombstones in the changelog)."""
 
 
 class DerivationTask:
@@ -195,6 +199,29 @@ class DerivationTask:
         return result
 
 
+def grace_ms(window: int) -> int:
+    """How long past its window an id is still remembered: a redelivery's record timestamp may
+    be older than the newest of its partition (a producer retrying a batch keeps its
+    timestamps; producers' clocks differ)."""
+    return max(10_000, window // 10)
+
+
+def expire(
+    items: Sequence[tuple[Any, int]], state: PartitionState, result: BatchResult, window: int
+) -> None:
+    """Forget the ids accepted more than the window (and its grace) before the batch's newest
+    record timestamp, deleting them from the changelog too (tombstones), so dedup state stays
+    bounded. Called before the batch notes its own, which replace a deletion of the same key.
+    Up to twice the batch's size per batch: it keeps pace with what batches add."""
+    if not items:
+        return
+    newest = max(timestamp for _, timestamp in items)
+    deletions, forgotten = state.expired(newest - window - grace_ms(window), 2 * len(items) + 1000)
+    result.changes.update(deletions)
+    result.forgotten += forgotten
+    result.expired += len(deletions)
+
+
 def deduplicate(
     items: Sequence[tuple[Any, int]],
     state: PartitionState,
@@ -203,6 +230,7 @@ def deduplicate(
     window: int,
 ) -> list[tuple[Any, int]]:
     """Drop redeliveries: events whose key was accepted within `window` ms before them."""
+    expire(items, state, result, window)
     accepted: dict[bytes, int] = {}
     kept = []
     for item in items:

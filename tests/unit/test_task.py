@@ -109,7 +109,12 @@ def process(
     """Process one batch and commit it locally, as the worker does after producing."""
     result = task.process(cast(Any, records), state)
     input_next = records[-1].offset + 1 if records else state.input_next
-    state.apply(result.changes, state.changelog_next + len(result.changes) + 1, input_next)
+    state.apply(
+        result.changes,
+        state.changelog_next + len(result.changes) + 1,
+        input_next,
+        forgotten=result.forgotten,
+    )
     for output, _key, value in result.documents if check else ():
         assert_valid(output.spec.name, orjson.loads(value))
     return result

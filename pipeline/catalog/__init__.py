@@ -11,6 +11,8 @@ Uses `pipeline.errors` and `pipeline.documents`. The modules, bottom up:
 - `interpolate`: `${NAME}`, `${NAME:-default}` and `$$`.
 - `readers`: typed readers that report at a place (mapping, string, integer, pointers, ...).
 - `schemas`: schema files loaded once, with unresolved `$ref`s and `reduce` problems.
+- `topics`: what a collection's topic keeps (compacted, or records kept for a time), and the
+  collection block's `topic:` settings.
 - `collection`, `derivation`, `transform`, `materialization`: checking each kind of block.
 - `profiles`: the `profiles:` section's stages and internal collections (SPEC 8).
 - `destinations`, `imports`: the `destinations:` and `imports:` blocks (SPEC 9, 10).
@@ -28,6 +30,7 @@ from pipeline.catalog.specs import (
     ImportSpec,
     MaterializationSpec,
     RegisterSpec,
+    TopicSpec,
 )
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "ImportSpec",
     "MaterializationSpec",
     "RegisterSpec",
+    "TopicSpec",
     "load_catalog",
     "parse_duration",
 ]

@@ -1,4 +1,4 @@
-"""Checking one collection block: name, schema, key, partitions, dedup window."""
+"""Checking one collection block: name, schema, key, partitions, dedup window, topic."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import re
 from pipeline.catalog.places import Entry
 from pipeline.catalog.readers import duration, integer, json_pointers, mapping, required
 from pipeline.catalog.schemas import SchemaFiles
-from pipeline.catalog.specs import CollectionSpec
+from pipeline.catalog.specs import CollectionSpec, TopicSpec
+from pipeline.catalog.topics import check_topic
 from pipeline.documents.schema import Schema
 
-COLLECTION_KEYS = ("schema", "key", "partitions", "dedup")
+COLLECTION_KEYS = ("schema", "key", "partitions", "dedup", "topic")
 _COLLECTION_NAME = re.compile(r"[a-z0-9_.-]+(/[a-z0-9_.-]+)*")
 
 
@@ -44,6 +45,9 @@ def check_collection(
             )
         elif (dedup := duration(place.at("dedup"), body["dedup"], "dedup")) is None:
             return None
-    if schema is None or key is None or partitions is None:
+    topic: TopicSpec | None = TopicSpec()
+    if "topic" in body:
+        topic = check_topic(place.at("topic"), body["topic"], dedup)
+    if schema is None or key is None or partitions is None or topic is None:
         return None
-    return CollectionSpec(entry.name, schema, key, partitions, dedup)
+    return CollectionSpec(entry.name, schema, key, partitions, dedup, topic)

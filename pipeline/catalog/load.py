@@ -1,5 +1,5 @@
 """`load_catalog`: read every file, then check collections, profiles, derivations,
-materializations, destinations and imports.
+materializations, destinations, imports, and what the collections ask of their topics.
 
 It interpolates environment variables, checks everything it can and raises one `CatalogError`
 carrying every problem (file, JSON pointer inside it, reason), never just the first.
@@ -33,6 +33,7 @@ from pipeline.catalog.specs import (
     DerivationSpec,
     MaterializationSpec,
 )
+from pipeline.catalog.topics import check_topics
 from pipeline.catalog.yaml_files import UniqueKeyLoader, catalog_files, yaml_error
 from pipeline.documents import pointers
 from pipeline.documents.schema import Schema
@@ -167,7 +168,7 @@ class _Loader:
             self._check_import_sources(self.profiles.place, profiles)
             if any(d.events for d in valid_destinations.values()):
                 checked.update(_forwarding(profiles.records, checked))
-        return Catalog(
+        catalog = Catalog(
             MappingProxyType({k: v for k, v in checked.items() if v is not None}),
             MappingProxyType(valid_derivations),
             MappingProxyType(valid_materializations),
@@ -175,6 +176,8 @@ class _Loader:
             destinations=MappingProxyType(valid_destinations),
             imports=MappingProxyType({k: v for k, v in imports.items() if v is not None}),
         )
+        check_topics(catalog, {name: e.place for name, e in self.entries["collections"].items()})
+        return catalog
 
     def _check_names(self) -> None:
         """A destination and a materialization of one name would share a dead-letter topic

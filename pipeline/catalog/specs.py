@@ -14,14 +14,27 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class TopicSpec:
+    """A collection block's `topic:` settings; None where it leaves the default
+    (`pipeline.catalog.topics`)."""
+
+    cleanup: str | None = None
+    """'compact' or 'delete'."""
+    retention: float | None = None
+    """Seconds a `delete` topic keeps its records (math.inf: forever)."""
+
+
+@dataclass(frozen=True)
 class CollectionSpec:
-    """A collection: its documents' schema, key, partition count and redelivery window."""
+    """A collection: its documents' schema, key, partition count, redelivery window and the
+    settings its block gives its topic."""
 
     name: str
     schema: Schema
     key: tuple[str, ...]
     partitions: int
     dedup_window: float | None
+    topic_spec: TopicSpec = field(default_factory=TopicSpec)
 
     @property
     def topic(self) -> str:

@@ -39,7 +39,7 @@ from pipeline.producers.product_events import ProductEventGenerator, ProductMix
 from pipeline.producers.progress import Progress
 from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
-from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
+from pipeline.runtime.topics import Names, collection_topics, ensure_topics
 
 Event = dict[str, Any]
 
@@ -277,8 +277,7 @@ async def _generate(
                 "SEGFLOW_BROKER is not set: which broker should I write to? (or use --stdout)"
             )
         names = Names(settings.topic_prefix)
-        topics = {names.collection(spec.name): (spec.partitions, TOPIC_CONFIG)}
-        await ensure_topics(settings.broker, topics)
+        await ensure_topics(settings.broker, collection_topics(catalog, names, spec.name))
         producer = make_producer(settings.broker, settings.linger_ms)
         await producer.start()
         try:

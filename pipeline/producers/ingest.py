@@ -29,7 +29,7 @@ from pipeline.errors import SegflowError
 from pipeline.producers.progress import Progress
 from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
-from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
+from pipeline.runtime.topics import Names, collection_topics, ensure_topics
 
 CHUNK = 1 << 16
 
@@ -197,9 +197,7 @@ async def _ingest(
 ) -> None:
     assert settings.broker
     names = Names(settings.topic_prefix)
-    await ensure_topics(
-        settings.broker, {names.collection(spec.name): (spec.partitions, TOPIC_CONFIG)}
-    )
+    await ensure_topics(settings.broker, collection_topics(catalog, names, spec.name))
     producer = make_producer(settings.broker, settings.linger_ms)
     await producer.start()
     try:

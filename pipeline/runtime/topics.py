@@ -1,4 +1,4 @@
-"""Topic names, topic creation, and reading a partition to its true end.
+"""Topic names, topic settings and creation, and reading a partition to its true end.
 
 Reading "to the end" never trusts ListOffsets(latest): the embedded broker answers it with the
 base offset of the last record batch plus one. We fetch until a fetch brings nothing more.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Collection
@@ -22,14 +23,39 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 
 from materializations.destinations import materialization_name
 from pipeline.catalog import Catalog
-from pipeline.catalog.profiles import forwarded
+from pipeline.catalog.topics import topic_policy
 from pipeline.errors import SegflowError
+from pipeline.runtime.topic_check import check_existing
 
 log = logging.getLogger(__name__)
 
-# Tansu needs explicit retention to keep data; real Kafka uses its defaults otherwise.
 TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
-CHANGELOG_CONFIG = {**TOPIC_CONFIG, "cleanup.policy": "compact"}
+"""Keep every record: the ad-hoc topics of tests and benchmarks."""
+SEGMENT_MS = str(86400 * 1000)
+"""Kafka rolls a partition's log segment daily (its default is a week, or 1 GiB): neither
+compaction nor deletion touches the segment being written, so with a week a compacted topic
+stays uncompacted for a week and a topic kept 7 days holds up to 14."""
+COMPACTED = {"cleanup.policy": "compact", "segment.ms": SEGMENT_MS}
+"""Changelogs and derived collections whose documents replace each other by key."""
+DEAD_LETTER_RETENTION = 30 * 86400.0
+"""Dead letters wait to be read and replayed (`segflow dlq`), by people: a month."""
+
+
+def retained(seconds: float) -> dict[str, str]:
+    """A topic whose records are deleted `seconds` after their timestamp (math.inf: never)."""
+    ms = "-1" if math.isinf(seconds) else str(round(seconds * 1000))
+    return {
+        "cleanup.policy": "delete",
+        "retention.ms": ms,
+        "retention.bytes": "-1",
+        "segment.ms": SEGMENT_MS,
+    }
+
+
+def collection_config(catalog: Catalog, name: str) -> dict[str, str]:
+    """The config of collection `name`'s topic (`pipeline.catalog.topics` says which)."""
+    policy = topic_policy(catalog, name)
+    return dict(COMPACTED) if policy.retention is None else retained(policy.retention)
 
 
 @dataclass(frozen=True)
@@ -59,38 +85,58 @@ class Names:
 
 
 def pipeline_topics(catalog: Catalog, names: Names) -> dict[str, tuple[int, dict[str, str]]]:
-    """Topic name -> (partitions, config) for everything the catalog's pipeline uses."""
+    """Topic name -> (partitions, config) for everything the catalog's pipeline uses.
+
+    A shuffle topic keeps its records as long as its source does: they carry their source
+    records' timestamps, so a shorter retention could delete copies of a backlog (routed after
+    a long stop) before their owner has read them. (Kafka Streams deletes what its repartition
+    topics' consumers committed, with DeleteRecords; the embedded broker panics on
+    DeleteRecords and drops the connection, so Segflow does not.)
+    """
     topics: dict[str, tuple[int, dict[str, str]]] = {}
     for spec in catalog.collections.values():
-        topics[names.collection(spec.name)] = (spec.partitions, TOPIC_CONFIG)
-        topics[names.dead_letter(spec.name)] = (1, TOPIC_CONFIG)
+        topics[names.collection(spec.name)] = (
+            spec.partitions,
+            collection_config(catalog, spec.name),
+        )
+        topics[names.dead_letter(spec.name)] = (1, retained(DEAD_LETTER_RETENTION))
     for source in {d.source for d in catalog.derivations.values()}:
         partitions = catalog.collections[source].partitions
-        topics[names.shuffle(source)] = (partitions, TOPIC_CONFIG)
-        topics[names.changelog(source)] = (partitions, CHANGELOG_CONFIG)
+        topics[names.shuffle(source)] = (partitions, collection_config(catalog, source))
+        topics[names.changelog(source)] = (partitions, dict(COMPACTED))
     for m in catalog.materializations.values():
-        topics[names.sink_dead_letter(m.name)] = (1, TOPIC_CONFIG)
+        topics[names.sink_dead_letter(m.name)] = (1, retained(DEAD_LETTER_RETENTION))
     if catalog.profiles is not None:
-        records = catalog.profiles.records
         for d in catalog.destinations.values():
-            topics[names.sink_dead_letter(materialization_name(d.name))] = (1, TOPIC_CONFIG)
-            if d.events:  # read by the destination with the records, partition by partition
-                partitions = catalog.collections[records].partitions
-                topics.setdefault(names.collection(forwarded(records)), (partitions, TOPIC_CONFIG))
+            topics[names.sink_dead_letter(materialization_name(d.name))] = (
+                1,
+                retained(DEAD_LETTER_RETENTION),
+            )
     return topics
 
 
+def collection_topics(
+    catalog: Catalog, names: Names, name: str
+) -> dict[str, tuple[int, dict[str, str]]]:
+    """The topic of collection `name` alone (for producers writing it before a worker runs)."""
+    spec = catalog.collections[name]
+    return {names.collection(name): (spec.partitions, collection_config(catalog, name))}
+
+
 async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]]) -> None:
-    """Create the topics that do not exist yet."""
+    """Create the topics that do not exist yet; raise TopicMismatch when one that exists
+    contradicts its settings here (`pipeline.runtime.topic_check`)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
+        listed = set(await admin.list_topics())
+        existing = [name for name in topics if name in listed]
         missing = [
             NewTopic(name, partitions, 1, topic_configs=config)
             for name, (partitions, config) in topics.items()
-            if name not in existing
+            if name not in listed
         ]
+        await check_existing(admin, topics, existing)
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # created meanwhile elsewhere
                 await admin.create_topics(missing)

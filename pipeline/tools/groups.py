@@ -29,7 +29,7 @@ from pipeline.producers import members
 from pipeline.producers.api import received_at
 from pipeline.runtime.produce import CollectionWriter, make_producer
 from pipeline.runtime.settings import Settings
-from pipeline.runtime.topics import TOPIC_CONFIG, Names, ensure_topics
+from pipeline.runtime.topics import Names, collection_topics, ensure_topics
 from pipeline.tools.read import current_documents
 
 PRODUCER_ID = "segflow-groups"
@@ -78,7 +78,7 @@ async def write_changes(settings: Settings, catalog: Catalog, docs: list[dict[st
     assert collection is not None
     spec, names = catalog.collections[collection], Names(settings.topic_prefix)
     bootstrap = _broker(settings)
-    await ensure_topics(bootstrap, {names.collection(spec.name): (spec.partitions, TOPIC_CONFIG)})
+    await ensure_topics(bootstrap, collection_topics(catalog, names, spec.name))
     producer = make_producer(bootstrap, settings.linger_ms)
     await producer.start()
     try:

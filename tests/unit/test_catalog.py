@@ -277,7 +277,7 @@ def test_unknown_keys_suggest_or_list_what_is_allowed(tmp_path: Path) -> None:
         f"{path}: /collections/things~1raw/kye: collection 'things/raw': unknown key 'kye'"
         " (did you mean 'key'?)",
         f"{path}: /collections/things~1raw/colour: collection 'things/raw': unknown key 'colour'"
-        " (expected one of schema, key, partitions, dedup)",
+        " (expected one of schema, key, partitions, dedup, topic)",
         f"{path}: /collections/things~1raw: collection 'things/raw': missing required key 'key'",
     ]
 

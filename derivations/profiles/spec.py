@@ -50,9 +50,25 @@ def parse_profiles(
     `event_paths` lets paths be checked against the events schema; `collections` (the declared
     collection names) lets `events`, `groupMembers` and `records` be checked.
     """
+    spec, problems = parse_valid_part(
+        raw, pointer=pointer, event_paths=event_paths, collections=collections
+    )
+    return (None if problems else spec), problems
+
+
+def parse_valid_part(
+    raw: Any,
+    *,
+    pointer: str = "/profiles",
+    event_paths: EventPaths | None = None,
+    collections: Collection[str] | None = None,
+) -> tuple[ProfilesSpec, list[Problem]]:
+    """`parse_profiles`, but a spec even when there are problems: the collections, and the
+    properties and groups that have none of their own. The catalog's checks beyond the section
+    (the collections the groups need) run on it, so one mistake hides no other."""
     checker = _Checker(event_paths, collections)
     spec = checker.profiles(raw, pointer)
-    return (None if checker.problems else spec), checker.problems
+    return spec, checker.problems
 
 
 class _Checker(PropertyChecker):

@@ -2,13 +2,14 @@
 mapped properties, the sync mode and the events forwarded enriched.
 
 A destination sends profile records, so it needs the `profiles:` section: its groups and
-properties are checked against that section's (only when the section itself is valid, so its
-own problems are not reported again as the destination's).
+properties are checked against the names that section declares, valid or not (`Declared`), so
+the section's own problems are not reported again as the destination's, and hide none of them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +18,7 @@ from derivations.profiles.model import ProfilesSpec
 from pipeline.catalog.interpolate import BROKEN
 from pipeline.catalog.materialization import webhook
 from pipeline.catalog.places import Entry, Place
+from pipeline.catalog.profiles import Declared
 from pipeline.catalog.readers import identifier, kind, mapping, required, string, suggest
 from pipeline.catalog.specs import CollectionSpec, DestinationSpec
 from pipeline.documents.schema import schema_of
@@ -40,13 +42,14 @@ _FORWARDED_SCHEMA: dict[str, Any] = {
 
 
 def check_destination(
-    entry: Entry, profiles: ProfilesSpec | None, declared: bool
+    entry: Entry, profiles: ProfilesSpec | None, declared: Declared | None
 ) -> DestinationSpec | None:
     """The destination's spec, or None when its block has problems (all reported).
 
     `profiles` is the checked `profiles:` section, None when it has problems (reported there)
-    or when there is none (`declared` false, a problem of this destination). It is disabled
-    (not an error) when its url or dsn is empty, e.g. `${CRM_URL:-}` unset.
+    or when there is none; `declared` what the section declares, None when there is none (a
+    problem of this destination). It is disabled (not an error) when its url or dsn is empty,
+    e.g. `${CRM_URL:-}` unset.
     """
     place = entry.place
     if not NAME.fullmatch(entry.name):
@@ -57,7 +60,7 @@ def check_destination(
     body = mapping(place, entry.body, DESTINATION_KEYS, "a destination")
     if body is None:
         return None
-    if not declared:
+    if declared is None:
         place.report(
             "destinations send profile records: the catalog needs a 'profiles:' section (SPEC 8)"
         )
@@ -73,8 +76,12 @@ def check_destination(
         config = postgres(place.at(endpoint), body[endpoint])
     else:
         config = webhook(place.at(endpoint), body[endpoint])
-    groups = tracked_groups(place.at("groups"), required(place, body, "groups"), profiles)
-    properties = mapped_properties(place.at("properties"), body.get("properties", {}), profiles)
+    # Without a section (reported above) no name is checked.
+    names = Declared(None, None, {}) if declared is None else declared
+    groups = tracked_groups(place.at("groups"), required(place, body, "groups"), names.groups)
+    properties = mapped_properties(
+        place.at("properties"), body.get("properties", {}), names.properties
+    )
     mode = sync_mode(place.at("mode"), body.get("mode", "sync"))
     events = event_types(place.at("events"), body["events"]) if "events" in body else ()
     if (
@@ -113,9 +120,9 @@ def postgres(place: Place, value: Any) -> dict[str, str] | None:
 
 
 def tracked_groups(
-    place: Place, value: Any, profiles: ProfilesSpec | None
+    place: Place, value: Any, declared: Sequence[str] | None
 ) -> dict[str, str] | None:
-    """Tracked group -> tag; each group declared in `profiles` (unchecked when it is None)."""
+    """Tracked group -> tag; each group one of `declared` (unchecked when it is None)."""
     if value is BROKEN:
         return None
     if not isinstance(value, dict) or not value:
@@ -129,8 +136,8 @@ def tracked_groups(
         name = str(raw_name)
         at = place.at(name)
         ok = True
-        if profiles is not None and name not in profiles.groups:
-            at.report(f"groups: '{name}' is not a declared group{suggest(name, profiles.groups)}")
+        if declared is not None and name not in declared:
+            at.report(f"groups: '{name}' is not a declared group{suggest(name, declared)}")
             ok = False
         if tag is BROKEN:
             continue
@@ -147,9 +154,10 @@ def tracked_groups(
 
 
 def mapped_properties(
-    place: Place, value: Any, profiles: ProfilesSpec | None
+    place: Place, value: Any, declared: Sequence[str] | None
 ) -> dict[str, str] | None:
-    """Remote field -> property (or `id` / `userId`), checked against `profiles` when given."""
+    """Remote field -> property (or `id` / `userId`), checked against the `declared`
+    properties when given."""
     if value is BROKEN:
         return None
     if not isinstance(value, dict):
@@ -169,8 +177,8 @@ def mapped_properties(
         if not isinstance(name, str) or not name:
             at.report(f"properties: '{field}' must name a property, not {kind(name)}")
             continue
-        if profiles is not None and name not in RECORD_FIELDS and name not in profiles.properties:
-            choices = [*profiles.properties, *RECORD_FIELDS]
+        if declared is not None and name not in RECORD_FIELDS and name not in declared:
+            choices = [*declared, *RECORD_FIELDS]
             at.report(
                 f"properties: '{field}' takes '{name}', which is not a declared property nor"
                 f" {' or '.join(RECORD_FIELDS)}{suggest(name, choices)}"

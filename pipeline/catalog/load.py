@@ -16,7 +16,6 @@ from types import MappingProxyType
 
 import yaml
 
-from derivations.profiles.model import ImportSource, ProfilesSpec
 from pipeline.catalog.collection import check_collection
 from pipeline.catalog.derivation import Derivations
 from pipeline.catalog.destinations import check_destination, forwarded_collection
@@ -24,7 +23,7 @@ from pipeline.catalog.imports import check_import
 from pipeline.catalog.interpolate import BROKEN, interpolate
 from pipeline.catalog.materialization import check_materialization
 from pipeline.catalog.places import Entry, File, Place
-from pipeline.catalog.profiles import check_profiles, forwarded
+from pipeline.catalog.profiles import Declared, check_profiles, declared_names, forwarded
 from pipeline.catalog.readers import mapping, suggest
 from pipeline.catalog.schemas import SchemaFiles
 from pipeline.catalog.specs import (
@@ -157,17 +156,18 @@ class _Loader:
                 name: _marking_records(spec, profiles.records)
                 for name, spec in valid_materializations.items()
             }
+        declared = None if self.profiles is None else declared_names(self.profiles.body)
         destinations = {
-            name: check_destination(entry, profiles, self.profiles is not None)
+            name: check_destination(entry, profiles, declared)
             for name, entry in self.entries["destinations"].items()
         }
         valid_destinations = {k: v for k, v in destinations.items() if v is not None}
         self._check_names()
         imports = {name: check_import(entry) for name, entry in self.entries["imports"].items()}
-        if profiles is not None and self.profiles is not None:
-            self._check_import_sources(self.profiles.place, profiles)
-            if any(d.events for d in valid_destinations.values()):
-                checked.update(_forwarding(profiles.records, checked))
+        if declared is not None and self.profiles is not None:
+            self._check_import_sources(self.profiles.place, declared)
+        if profiles is not None and any(d.events for d in valid_destinations.values()):
+            checked.update(_forwarding(profiles.records, checked))
         catalog = Catalog(
             MappingProxyType({k: v for k, v in checked.items() if v is not None}),
             MappingProxyType(valid_derivations),
@@ -190,16 +190,15 @@ class _Loader:
                     f" dead-letter topic and `segflow dlq {name}`"
                 )
 
-    def _check_import_sources(self, place: Place, profiles: ProfilesSpec) -> None:
+    def _check_import_sources(self, place: Place, profiles: Declared) -> None:
         """Every property read from an import names a declared import (valid or not: only its
-        own block is reported)."""
+        own block is reported), whether or not the `profiles:` section has problems."""
         declared = self.entries["imports"]
-        for name, prop in profiles.properties.items():
-            source = prop.source
-            if isinstance(source, ImportSource) and source.name not in declared:
+        for name, source in profiles.imports.items():
+            if source not in declared:
                 place.at("properties", name, "from", "import").report(
-                    f"property '{name}': import '{source.name}' is not a declared import"
-                    f"{suggest(source.name, declared)}"
+                    f"property '{name}': import '{source}' is not a declared import"
+                    f"{suggest(source, declared)}"
                 )
 
 

@@ -22,11 +22,12 @@ moving a record).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from derivations.profiles.model import ProfilesSpec
-from derivations.profiles.spec import parse_profiles
+from derivations.profiles.spec import parse_valid_part
 from pipeline.catalog.places import Place
 from pipeline.catalog.specs import CollectionSpec, DerivationSpec
 from pipeline.documents.schema import Schema, schema_of
@@ -87,6 +88,38 @@ def internal_collections(spec: ProfilesSpec) -> tuple[str, ...]:
     return (identified(spec.records),)
 
 
+@dataclass(frozen=True)
+class Declared:
+    """The names a `profiles:` section declares, valid or not: what destinations and imports are
+    checked against, so a mistake in the section hides none of theirs, and a broken property or
+    group is not reported again where it is named. None where `properties` or `groups` is not a
+    mapping (reported in the section): nothing is checked against it."""
+
+    properties: tuple[str, ...] | None
+    groups: tuple[str, ...] | None
+    imports: Mapping[str, str]
+    """Property -> the import it reads (`from: {import: NAME}`)."""
+
+
+def declared_names(raw: Any) -> Declared:
+    """What the `profiles:` section `raw` (decoded YAML) declares."""
+    body = {} if raw is None else raw
+
+    def names(key: str) -> tuple[str, ...] | None:
+        blocks = (body.get(key) or {}) if isinstance(body, dict) else None
+        return tuple(map(str, blocks)) if isinstance(blocks, dict) else None
+
+    properties = body.get("properties") if isinstance(body, dict) else None
+    imports = {
+        str(name): prop["from"]["import"]
+        for name, prop in (properties.items() if isinstance(properties, dict) else ())
+        if isinstance(prop, dict)
+        and isinstance(prop.get("from"), dict)
+        and isinstance(prop["from"].get("import"), str)
+    }
+    return Declared(names("properties"), names("groups"), imports)
+
+
 def check_profiles(
     place: Place,
     raw: Any,
@@ -102,15 +135,18 @@ def check_profiles(
         return events_schema is not None and events_schema.has_location(path)
 
     names = set(collections)
+    raw = {} if raw is None else raw  # an empty `profiles:`
     events = raw.get("events", "profile/events") if isinstance(raw, dict) else None
     if isinstance(events, str) and collections.get(events) is not None:
         events_schema = collections[events].schema  # type: ignore[union-attr]
-    spec, problems = parse_profiles(
+    # The checks below run on the valid part too: a mistake in a property hides no other.
+    spec, problems = parse_valid_part(
         raw, pointer=place.pointer, event_paths=declared, collections=names
     )
+    before = len(place.file.problems)  # the catalog's list: what follows is this section's
     for pointer, message in problems:
         place.file.report(pointer, message)
-    if spec is None:
+    if not isinstance(raw, dict):
         return None, {}, {}
     for key, name in (("events", spec.events), ("records", spec.records)):
         if name not in collections and key not in raw:
@@ -130,18 +166,20 @@ def check_profiles(
             f"groups flow into '{SEGMENT_EVENTS}' as segments of vendor groupVendor (SPEC 8.4):"
             f" declare it as a captured collection (catalog/segment.yaml has it)"
         )
-        return None, {}, {}
     manual = [name for name, group in spec.groups.items() if group.manual]
     members = collections.get(spec.group_members)
-    if manual and (members is None or spec.group_members in derived):
+    # A name given and not declared is reported above; a declared one in its own block.
+    missing = spec.group_members not in collections and "groupMembers" not in raw
+    if manual and (missing or spec.group_members in derived):
         place.at("groups", manual[0]).report(
             f"manual groups take their members from '{spec.group_members}' (SPEC 8.4): declare"
             " it as a captured collection (catalog/profiles.yaml has it), or name yours with"
             " 'groupMembers:'"
         )
-        return None, {}, {}
     source, target = collections.get(spec.events), collections.get(spec.records)
-    if source is None or target is None or spec.events in derived or spec.records in derived:
+    if len(place.file.problems) > before or source is None or target is None:
+        return None, {}, {}
+    if manual and members is None:  # declared, with problems of its own
         return None, {}, {}
     middle = identified(spec.records)
 

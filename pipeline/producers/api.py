@@ -31,8 +31,9 @@ manual groups); 403 for a key not scoped to `profile/group-members`; 413 for mor
 problem as `{"list": "add", "index", "path", "message"}` (the item's list, its index there, a
 JSON pointer into the item) and nothing written; 200 `{"accepted": n}`; 503.
 
-Hostile input is answered with a 4xx; a last-resort middleware turns anything unexpected into a
-logged 500 and counts it (`app[UNEXPECTED]`), which the fuzz test requires to stay zero.
+Hostile input is answered with a 4xx; a last-resort middleware gives the router's own 404 and
+405 (no such route, another method) the same `{"error"}` form, and turns anything unexpected into
+a logged 500 and counts it (`app[UNEXPECTED]`), which the fuzz tests require to stay zero.
 """
 
 from __future__ import annotations
@@ -295,8 +296,12 @@ def _shorten(message: str) -> str:
 async def _last_resort(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # The router's own answers (no such route, another method) in the API's JSON form.
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}", allow)
     except Exception as exc:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         request.app[UNEXPECTED].append(exc)

@@ -43,6 +43,8 @@ Show = Callable[[str, Record], dict[str, Any]]
 RECORD = b"R:"
 """Key prefix of record states (`R:<id>`), shared with the records stage."""
 TIMER = b"T:"
+_LAST_NS = 2**64 - 1
+"""The latest due time a timer key can hold (8 bytes)."""
 TIMERS_PER_PASS = 5000
 """Records whose timers one pass fires at most: a cohort flipping in the same second is
 spread over several passes, so the loop keeps serving events between them."""
@@ -220,7 +222,9 @@ def _move_timer(
 
 
 def _timer_key(at: Instant, record_id: str) -> bytes:
-    return TIMER + max(to_epoch_ns(at), 0).to_bytes(8, "big") + record_id.encode()
+    # occurredAt goes up to year 9999: a flip past 2554 (2**64 ns) waits at the last key.
+    due_ns = min(max(to_epoch_ns(at), 0), _LAST_NS)
+    return TIMER + due_ns.to_bytes(8, "big") + record_id.encode()
 
 
 class MembersTask:

@@ -510,15 +510,17 @@ def test_groups_need_the_segment_events_and_manual_groups_the_members(tmp_path: 
         """
     path = tmp_path / "c.yaml"
     path.write_text(textwrap.dedent(base.replace("SEGMENTS", "")))
-    assert problems(path) == [
-        f"{path}: /profiles/groups: groups flow into 'segment/events' as segments of vendor"
-        " groupVendor (SPEC 8.4): declare it as a captured collection (catalog/segment.yaml"
-        " has it)"
-    ]
-    segments = f"segment/events: {{schema: {schemas}/event.schema.yaml, key: [/event]}}"
-    path.write_text(textwrap.dedent(base.replace("SEGMENTS", segments)))
-    assert problems(path) == [
+    members = (
         f"{path}: /profiles/groups/vip: manual groups take their members from"
         " 'profile/group-members' (SPEC 8.4): declare it as a captured collection"
         " (catalog/profiles.yaml has it), or name yours with 'groupMembers:'"
+    )
+    assert problems(path) == [  # both at once
+        f"{path}: /profiles/groups: groups flow into 'segment/events' as segments of vendor"
+        " groupVendor (SPEC 8.4): declare it as a captured collection (catalog/segment.yaml"
+        " has it)",
+        members,
     ]
+    segments = f"segment/events: {{schema: {schemas}/event.schema.yaml, key: [/event]}}"
+    path.write_text(textwrap.dedent(base.replace("SEGMENTS", segments)))
+    assert problems(path) == [members]

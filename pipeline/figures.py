@@ -93,6 +93,8 @@ class Stats:
     documents_by_collection: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     first_event_at: float | None = None
+    batch_seconds: Histogram = field(default_factory=lambda: Histogram(SECONDS))
+    """From a batch's fetch to its commit (documents, changelog and local state written)."""
 
 
 @dataclass(frozen=True)

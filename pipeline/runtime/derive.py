@@ -157,6 +157,7 @@ class Deriver:
                         await commits.settle()
                     elif generation == self.generation:
                         await self._derive(producer, batch)
+                        self.stats.batch_seconds.observe(loop.time() - fetched)
                     if generation == self.generation:
                         await self._fire(producer)
                 if batch:

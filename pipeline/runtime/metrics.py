@@ -177,6 +177,11 @@ def render(worker: Observed) -> str:
         "Derived documents published, per collection (toggles: segment/toggles).",
         [({"collection": c}, n) for c, n in sorted(s.documents_by_collection.items())],
     )
+    out.histograms(
+        "derive_batch_seconds",
+        "From a derive batch's fetch to its commit (documents, changelog, local state).",
+        [({}, s.batch_seconds)],
+    )
     sizes = [
         ({"topic": tp.topic, "partition": str(tp.partition)}, state.size())
         for tp, state in sorted(worker.states.items())

@@ -21,10 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.catalog.durations import parse_duration
-from pipeline.catalog.interpolate import BROKEN
 from pipeline.catalog.places import Place
-from pipeline.catalog.readers import kind, mapping
+from pipeline.catalog.readers import duration, kind, mapping
 from pipeline.catalog.specs import Catalog, CollectionSpec, TopicSpec
 
 TOPIC_KEYS = ("cleanup", "retention")
@@ -70,21 +68,9 @@ def check_topic(place: Place, value: Any, dedup: float | None) -> TopicSpec | No
 
 def _retention(place: Place, value: Any) -> float | None:
     """A positive duration, or 'forever'."""
-    if value is BROKEN:
-        return None
     if value == "forever":
         return FOREVER
-    try:
-        seconds = parse_duration(value)
-    except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        place.report(
-            "topic retention must be a positive duration like '12h', '7d', '30d', or 'forever',"
-            f" not {kind(value)}"
-        )
-        return None
-    return seconds
+    return duration(place, value, "topic retention (or 'forever')")
 
 
 def _written(seconds: float) -> str:

@@ -172,8 +172,9 @@ def test_topic_block_errors(tmp_path: Path) -> None:
         " one of cleanup, retention)",
         f"{path}: {copies}/cleanup: collection 'things/copies': topic cleanup must be 'compact'"
         " or 'delete', not 'squash'",
-        f"{path}: {counts}/retention: collection 'things/counts': topic retention must be a"
-        " positive duration like '12h', '7d', '30d', or 'forever', not 'soon'",
+        f"{path}: {counts}/retention: collection 'things/counts': topic retention (or"
+        " 'forever') must be a positive duration like '500ms', '45s', '30m', '12h', '7d' or a"
+        " number of seconds, not 'soon'",
     ]
 
 

@@ -130,7 +130,11 @@ class Deriver:
         # alone holds with its guard (`pipeline.runtime.alone`).
         group = self.names.group("derive" if self.group else "derive.alone")
         consumer = group_consumer(
-            self.bootstrap, group, self.settings.session_timeout_ms, co_partitioned=True
+            self.bootstrap,
+            group,
+            self.settings.session_timeout_ms,
+            co_partitioned=True,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         topics = self.topics
         commits = self.commits = Commits(consumer)

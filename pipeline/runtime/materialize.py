@@ -124,6 +124,7 @@ class Materializer:
             group,
             self.settings.session_timeout_ms,
             co_partitioned=self.spec.kind == "destination",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         commits = self.commits = Commits(consumer)
         self.figures.consumer = consumer

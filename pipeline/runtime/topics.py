@@ -146,12 +146,18 @@ async def ensure_topics(bootstrap: str, topics: dict[str, tuple[int, dict[str, s
 
 
 def group_consumer(
-    bootstrap: str, group_id: str, session_timeout_ms: int, *, co_partitioned: bool = False
+    bootstrap: str,
+    group_id: str,
+    session_timeout_ms: int,
+    *,
+    co_partitioned: bool = False,
+    fetch_max_wait_ms: int = 100,
 ) -> AIOKafkaConsumer:
     """A consumer in `group_id` that commits explicitly, starting from the earliest offset.
 
     `co_partitioned`: partition p of every subscribed topic goes to the same member (range
-    assignment over topics with equal partition counts).
+    assignment over topics with equal partition counts). `fetch_max_wait_ms`: how long the
+    broker may hold a fetch that finds nothing (`Settings.fetch_max_wait_ms` says why 100).
     """
     strategy = (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
     return AIOKafkaConsumer(
@@ -163,7 +169,7 @@ def group_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(100, session_timeout_ms // 4),
         max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_wait_ms=100,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

@@ -350,7 +350,7 @@ def run_dev(settings: Settings, *, rate: float, api_port: int) -> int:
             f"data {data_dir}; Ctrl-C stops",
             flush=True,
         )
-        if not port_free(api_port):
+        if api_port == 0 or not port_free(api_port):  # 0: any free one, named in dev.env
             api_port = free_port()
         metrics = settings.metrics_addr
         if metrics is not None and not os.environ.get("SEGFLOW_METRICS_ADDR"):

@@ -20,30 +20,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 
+from bench.harness.metrics import scrape, total
 from pipeline.tools.embedded import start_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = re.compile(r"health and metrics on (http://\S+)/health")
-
-
-def figures(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        base = name.split("{", 1)[0]
-        out[base] = out.get(base, 0.0) + float(value)
-    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,13 +85,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.monotonic()
         while generator.poll() is None or not samples or samples[-1]["t"] < args.duration:
             time.sleep(10 - (time.monotonic() - started) % 10)
-            f = figures(url)
+            f = scrape(url + "/metrics")
             sample = {
                 "t": round(time.monotonic() - started),
-                "events_in": int(f.get("segflow_events_in_total", 0)),
-                "state_keys": int(f.get("segflow_state_keys", 0)),
-                "state_mb": round(f.get("segflow_state_bytes", 0) / 1e6, 1),
-                "expired": int(f.get("segflow_dedup_expired_total", 0)),
+                "events_in": int(total(f, "segflow_events_in_total")),
+                "state_keys": int(total(f, "segflow_state_keys")),
+                "state_mb": round(total(f, "segflow_state_bytes") / 1e6, 1),
+                "expired": int(total(f, "segflow_dedup_expired_total")),
                 "rss_mb": round(process.memory_info().rss / 1e6, 1),
             }
             samples.append(sample)

@@ -43,7 +43,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from bench.groups import parse_metrics
+from bench.harness.metrics import parse_metrics
 from bench.harness.procs import Launched, launch, postmaster, segflow_env, total_cpu
 
 ROOT = Path(__file__).resolve().parents[1]

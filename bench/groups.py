@@ -48,6 +48,7 @@ from typing import Any
 import orjson
 
 from bench.harness.catalogs import catalog_with_groups, fifty_groups, shipped_groups
+from bench.harness.metrics import parse_metrics
 from bench.harness.procs import ROOT
 from bench.harness.stages import Stages
 from derivations.profiles.instants import parse_instant, to_epoch_ns
@@ -443,15 +444,6 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
 
     return {"n": len(ordered), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)}
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def experiment_settings() -> dict[str, str]:

@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 import psycopg
 
-from bench.groups import parse_metrics
+from bench.harness.metrics import parse_metrics
 from bench.harness.procs import launch, segflow_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,13 +15,12 @@ Writes `bench/soak.json` and `docs/soak.md` (with a chart). Not run by `make ben
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,68 +28,42 @@ import orjson
 import psutil
 import psycopg
 
+from bench.harness.metrics import scrape, total
+from bench.harness.procs import postmaster, total_cpu
 from pipeline.tools import devenv
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Each metric summed over its labels; histogram buckets by `le`."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        base, _, labels = name.partition("{")
-        if base.endswith("_bucket"):
-            le = labels.split('le="', 1)[1].split('"', 1)[0]
-            base = f"{base}:{le}"
-        out[base] = out.get(base, 0.0) + float(value)
-    return out
-
-
 def p99_bound(before: dict[str, float], after: dict[str, float], name: str) -> float | None:
     """The bucket bound holding the 99th percentile of a histogram's observations between two
     scrapes (None: no observation)."""
+    prefix = f'{name}_bucket{{le="'
     buckets = sorted(
-        (math.inf if k.endswith(":+Inf") else float(k.rsplit(":", 1)[1]), v - before.get(k, 0))
+        (float(k[len(prefix) : -2].replace("+Inf", "inf")), v - before.get(k, 0))
         for k, v in after.items()
-        if k.startswith(f"{name}_bucket:")
+        if k.startswith(prefix)
     )
-    total = buckets[-1][1] if buckets else 0
-    if not total:
+    observed = buckets[-1][1] if buckets else 0
+    if not observed:
         return None
-    return next(bound for bound, n in buckets if n >= 0.99 * total)
+    return next(bound for bound, n in buckets if n >= 0.99 * observed)
 
 
-class Group:
-    """CPU seconds and RSS of a set of processes (found again each sample: Postgres forks)."""
-
-    def __init__(self, find: Any) -> None:
-        self.find = find
-        self.cpu: dict[int, float] = {}
-
-    def sample(self) -> tuple[float, float]:
-        cpu = rss = 0.0
-        for proc in self.find():
-            try:
-                times = proc.cpu_times()
-                self.cpu[proc.pid] = times.user + times.system
-                rss += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        cpu = sum(self.cpu.values())
-        return cpu, rss / 1e6
+def grown(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """How much a counter grew between two scrapes (summed over its labels)."""
+    return total(after, name) - total(before, name)
 
 
-def by_path(path: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if path in " ".join(proc.info["cmdline"] or ()):
-            found += [proc, *proc.children(recursive=True)]  # the postmaster and its backends
-    return found
+def rss_mb(proc: psutil.Process | None, with_children: bool = False) -> float:
+    """RSS of a process (and its live children), in MB."""
+    if proc is None:
+        return 0.0
+    rss = 0
+    for p in [proc, *(proc.children(recursive=True) if with_children else ())]:
+        with contextlib.suppress(psutil.Error):
+            rss += p.memory_info().rss
+    return rss / 1e6
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,41 +99,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             values = devenv.read(home / devenv.PATH)
         metrics, dsn = values["SEGFLOW_METRICS_URL"], values["SEGFLOW_POSTGRES"]
         root = psutil.Process(dev.pid)
-
-        def children(word: str) -> list[psutil.Process]:
-            return [p for p in root.children(recursive=True) if word in " ".join(p.cmdline())]
-
-        groups = {
-            "dev": Group(lambda: [root]),
-            "broker": Group(lambda: children("tansu")),
-            # Postgres daemonizes (not our descendant): found by its data directory.
-            "postgres": Group(lambda: by_path(str(home / ".segflow" / "postgres"))),
+        (broker,) = [p for p in root.children(recursive=True) if "tansu" in " ".join(p.cmdline())]
+        # Postgres daemonizes (not our descendant): found by its data directory.
+        postgres = postmaster(home / ".segflow" / "postgres")
+        measured = {
+            "dev": (lambda: total_cpu(root, with_children=False), lambda: rss_mb(root)),
+            "broker": (lambda: total_cpu(broker), lambda: rss_mb(broker)),
+            "postgres": (
+                lambda: total_cpu(postgres) if postgres is not None else 0.0,
+                lambda: rss_mb(postgres, with_children=True),
+            ),
         }
-        before = {name: g.sample() for name, g in groups.items()}
+        before = {name: cpu() for name, (cpu, _) in measured.items()}
         figures, at, started = scrape(metrics), time.monotonic(), time.monotonic()
         for minute in range(1, args.minutes + 1):
             time.sleep(max(0.0, started + 60 * minute - time.monotonic()))
             now, after = time.monotonic(), scrape(metrics)
             sample: dict[str, Any] = {"minute": minute}
-            for name, group in groups.items():
-                cpu, rss = group.sample()
-                sample[f"{name}_cores"] = round((cpu - before[name][0]) / (now - at), 3)
-                sample[f"{name}_rss_mb"] = round(rss, 1)
-                before[name] = (cpu, rss)
-            count = after["segflow_derive_batch_seconds_count"] - figures.get(
-                "segflow_derive_batch_seconds_count", 0
-            )
-            total = after["segflow_derive_batch_seconds_sum"] - figures.get(
-                "segflow_derive_batch_seconds_sum", 0
-            )
+            for name, (cpu, rss) in measured.items():
+                spent = cpu()
+                sample[f"{name}_cores"] = round((spent - before[name]) / (now - at), 3)
+                sample[f"{name}_rss_mb"] = round(rss(), 1)
+                before[name] = spent
+
+            count = grown(figures, after, "segflow_derive_batch_seconds_count")
+            spent = grown(figures, after, "segflow_derive_batch_seconds_sum")
             sample |= {
                 "events_per_s": round(
-                    (after["segflow_events_in_total"] - figures.get("segflow_events_in_total", 0))
-                    / (now - at)
+                    grown(figures, after, "segflow_events_in_total") / (now - at)
                 ),
-                "lag": int(after.get("segflow_consumer_lag", 0)),
+                "lag": int(total(after, "segflow_consumer_lag")),
                 "batches": int(count),
-                "batch_mean_ms": round(1000 * total / count, 1) if count else None,
+                "batch_mean_ms": round(1000 * spent / count, 1) if count else None,
                 "batch_p99_le_s": p99_bound(figures, after, "segflow_derive_batch_seconds"),
                 "freshness_s": freshness(dsn),
             }

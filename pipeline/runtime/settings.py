@@ -20,13 +20,19 @@ def parse_addr(value: str) -> tuple[str, int] | None:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def without_credentials(value: str) -> str:
+    """A DSN with its user and password masked (anything else unchanged)."""
+    if "@" in value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[-1]}"
+    return value
+
+
 def _mask(value: str | None) -> str | None:
     if not value:
         return value
-    if "@" in value and "://" in value:  # a DSN with credentials
-        scheme, rest = value.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[-1]}"
-    return "***"
+    masked = without_credentials(value)
+    return masked if masked != value else "***"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
+from pipeline.runtime.settings import without_credentials
+
 PATH = Path(".segflow", "dev.env")
 SHOWN = ("SEGFLOW_BROKER", "SEGFLOW_POSTGRES")
 """What the line saying which stack was found names."""
@@ -94,18 +96,11 @@ def apply(env: MutableMapping[str, str], path: Path = PATH) -> str | None:
         return None
     env.update(taken)
     shown = ", ".join(
-        f"{k.removeprefix('SEGFLOW_').lower()} {_plain(taken[k])}" for k in SHOWN if k in taken
+        f"{k.removeprefix('SEGFLOW_').lower()} {without_credentials(taken[k])}"
+        for k in SHOWN
+        if k in taken
     )
     return f"segflow: using the stack of `segflow dev` (pid {pid}) from {path}: {shown}"
-
-
-def _plain(value: str) -> str:
-    """A DSN without its password, for the line on stderr."""
-    if "://" in value and "@" in value:
-        scheme, rest = value.split("://", 1)
-        user = rest.split("@", 1)[0].split(":", 1)[0]
-        return f"{scheme}://{user}@{rest.rsplit('@', 1)[-1]}"
-    return value
 
 
 def announce(line: str | None) -> None:
